@@ -1,0 +1,67 @@
+"""The application factory: wiring only, one cleanup context per resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from . import state
+from .clients import ClientRegistry
+from .config import Settings
+from .http.middlewares import error_middleware
+from .http.routes import setup_routes
+from .keys import KeyRing
+from .revocation import Revocations
+from .sessions import Sessions
+from .store import connect
+from .tokens import AccessTokens
+
+log = logging.getLogger("tokenward")
+
+DEV_CLIENT = ("dev", "dev-secret")
+
+
+def load_keyring(settings: Settings) -> KeyRing:
+    """The configured keys, or an ephemeral one in embedded development mode."""
+    if settings.keys_dir is None:
+        return KeyRing.ephemeral()
+    return KeyRing.from_dir(settings.keys_dir, settings.signing_kid)
+
+
+def load_clients(settings: Settings) -> ClientRegistry:
+    """The configured clients, or the development client in embedded mode."""
+    if settings.clients_file is None:
+        return ClientRegistry.development(*DEV_CLIENT)
+    return ClientRegistry.from_file(settings.clients_file)
+
+
+async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[state.SETTINGS]
+    store = await connect(settings)
+    app[state.STORE] = store
+    app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
+    app[state.REVOCATIONS] = Revocations(store, settings)
+    if store.kind == "embedded":
+        log.warning(
+            "DEVELOPMENT ONLY: embedded in-process store and ephemeral signing key; "
+            "nothing survives a restart. Set TOKENWARD_REDIS_URL for anything real."
+        )
+    yield
+    await store.aclose()
+
+
+def create_app(
+    settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
+) -> web.Application:
+    """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app[state.SETTINGS] = settings
+    ring = keyring or load_keyring(settings)
+    app[state.KEYRING] = ring
+    app[state.TOKENS] = AccessTokens(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
+    app[state.CLIENTS] = clients or load_clients(settings)
+    app.cleanup_ctx.append(_redis_ctx)
+    setup_routes(app)
+    return app

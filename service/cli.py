@@ -1,0 +1,119 @@
+"""The ``tokenward`` command: serve, check, keys, clients."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import keys as keymod
+from .clients import hash_secret, new_secret
+from .config import Settings
+from .errors import ConfigError
+
+
+def _settings() -> Settings:
+    return Settings.from_env(os.environ)
+
+
+def serve(settings: Settings) -> int:
+    """Run the HTTP service until SIGTERM/SIGINT, then drain."""
+    from aiohttp import web
+
+    from .app import DEV_CLIENT, create_app
+
+    app = create_app(settings)
+    if settings.embedded:
+        logging.getLogger("tokenward").warning(
+            "embedded mode: development client %r with secret %r has every scope", *DEV_CLIENT
+        )
+    try:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        loop_factory = None
+    runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=None,
+        **runner_kwargs,  # type: ignore[arg-type]
+    )
+    return 0
+
+
+def check(settings: Settings) -> int:
+    """Connect to the store and verify it is fit for production; 0 when it is."""
+    from .store import connect
+
+    async def run() -> int:
+        store = await connect(settings, attempts=2)
+        try:
+            await store.ping()
+            print(f"ok: {store.kind} store reachable")
+            return 0
+        finally:
+            await store.aclose()
+
+    return asyncio.run(run())
+
+
+def keys_generate(directory: Path, kid: str, alg: str) -> int:
+    """Write a new private key as ``<dir>/<kid>.pem`` (mode 0600)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{kid}.pem"
+    if path.exists():
+        raise ConfigError(f"{path} exists already")
+    key = keymod.generate(alg)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(keymod.to_pem(key))
+    print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tokenward`` console script."""
+    parser = argparse.ArgumentParser(prog="tokenward", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the service (settings from TOKENWARD_* variables)")
+    sub.add_parser("check", help="check the configuration and the Redis it points at")
+    keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_command", required=True)
+    gen = keys.add_parser("generate", help="write a new private key <dir>/<kid>.pem")
+    gen.add_argument("--dir", type=Path, required=True)
+    gen.add_argument("--kid", required=True)
+    gen.add_argument("--alg", default="RS256", choices=["RS256", "ES256", "EdDSA"])
+    clients = sub.add_parser("clients", help="client credentials").add_subparsers(dest="clients_command", required=True)
+    hs = clients.add_parser("hash-secret", help="print a new secret and its secret_hash (or hash the given one)")
+    hs.add_argument("--secret", help="hash this secret instead of generating one (at least 22 characters)")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=os.environ.get("TOKENWARD_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "keys":
+            return keys_generate(args.dir, args.kid, args.alg)
+        if args.command == "clients":
+            secret = args.secret or new_secret()
+            if len(secret) < 22:
+                raise ConfigError("client secrets must have at least 22 characters (128 bits)")
+            if not args.secret:
+                print(f"secret = {secret}")
+            print(f'secret_hash = "{hash_secret(secret)}"')
+            return 0
+        settings = _settings()
+        if args.command == "check":
+            return check(settings)
+        return serve(settings)
+    except ConfigError as exc:
+        print(f"tokenward: configuration error: {exc.detail}", file=sys.stderr)
+        return 2

@@ -1,0 +1,196 @@
+"""Settings, read once from ``TOKENWARD_*`` environment variables and validated at start-up.
+
+Every error names the variable that is wrong, so a typo in a container spec fails
+the pod at start instead of surfacing as odd behaviour later.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Final
+
+from .errors import ConfigError
+
+PREFIX: Final = "TOKENWARD_"
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A string that never shows itself in a repr or a log line."""
+
+    value: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything the service reads from its environment. Durations are seconds."""
+
+    redis_url: Secret | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    issuer: str = "http://127.0.0.1:8080"
+    audience: str = "tokenward"
+    access_ttl: int = 300
+    refresh_idle_ttl: int = 24 * 3600
+    refresh_max_ttl: int = 7 * 24 * 3600
+    remember_idle_ttl: int = 30 * 24 * 3600
+    remember_max_ttl: int = 90 * 24 * 3600
+    refresh_grace: int = 15
+    refresh_grace_uses: int = 10
+    leeway: int = 5
+    keys_dir: Path | None = None
+    signing_kid: str | None = None
+    clients_file: Path | None = None
+    partitions: int = 1
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 500
+    redis_timeout: float = 1.0
+    shutdown_timeout: float = 20.0
+    max_body_bytes: int = 16 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def embedded(self) -> bool:
+        """True when no Redis is configured and the in-process store is used."""
+        return self.redis_url is None
+
+    @property
+    def deny_ttl(self) -> int:
+        """How long a sid or sub deny entry must live: the longest access token plus leeway."""
+        return self.access_ttl + self.leeway
+
+    @property
+    def event_retention(self) -> int:
+        """How far back the replay log reaches: the deny TTL plus a margin for outages."""
+        return self.deny_ttl + 600
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from a mapping such as ``os.environ``; raise ConfigError naming the bad variable."""
+        env = _Env(environ)
+        d = cls()
+        redis_url = env.get_str("REDIS_URL", "")
+        settings = cls(
+            redis_url=Secret(redis_url) if redis_url else None,
+            host=env.get_str("HOST", d.host),
+            port=env.get_int("PORT", d.port, lo=1, hi=65535),
+            issuer=env.get_str("ISSUER", ""),
+            audience=env.get_str("AUDIENCE", d.audience),
+            access_ttl=env.get_int("ACCESS_TTL", d.access_ttl, lo=1, hi=24 * 3600),
+            refresh_idle_ttl=env.get_int("REFRESH_IDLE_TTL", d.refresh_idle_ttl, lo=1),
+            refresh_max_ttl=env.get_int("REFRESH_MAX_TTL", d.refresh_max_ttl, lo=1),
+            remember_idle_ttl=env.get_int("REMEMBER_IDLE_TTL", d.remember_idle_ttl, lo=1),
+            remember_max_ttl=env.get_int("REMEMBER_MAX_TTL", d.remember_max_ttl, lo=1),
+            refresh_grace=env.get_int("REFRESH_GRACE", d.refresh_grace, lo=0, hi=300),
+            refresh_grace_uses=env.get_int("REFRESH_GRACE_USES", d.refresh_grace_uses, lo=1, hi=1000),
+            leeway=env.get_int("LEEWAY", d.leeway, lo=0, hi=300),
+            keys_dir=env.get_path("KEYS_DIR"),
+            signing_kid=env.get_str("SIGNING_KID", "") or None,
+            clients_file=env.get_path("CLIENTS_FILE"),
+            partitions=env.get_int("PARTITIONS", d.partitions, lo=1, hi=256),
+            wait_replicas=env.get_int("WAIT_REPLICAS", d.wait_replicas, lo=0, hi=16),
+            wait_timeout_ms=env.get_int("WAIT_TIMEOUT_MS", d.wait_timeout_ms, lo=1, hi=60_000),
+            redis_timeout=env.get_float("REDIS_TIMEOUT", d.redis_timeout, lo=0.05, hi=30),
+            shutdown_timeout=env.get_float("SHUTDOWN_TIMEOUT", d.shutdown_timeout, lo=0, hi=600),
+            max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
+            log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+        )
+        if not settings.issuer:
+            settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Cross-field checks; each message names the variables involved."""
+        if self.refresh_idle_ttl > self.refresh_max_ttl:
+            raise ConfigError(
+                f"{PREFIX}REFRESH_IDLE_TTL ({self.refresh_idle_ttl}) must not exceed "
+                f"{PREFIX}REFRESH_MAX_TTL ({self.refresh_max_ttl})"
+            )
+        if self.remember_idle_ttl > self.remember_max_ttl:
+            raise ConfigError(
+                f"{PREFIX}REMEMBER_IDLE_TTL ({self.remember_idle_ttl}) must not exceed "
+                f"{PREFIX}REMEMBER_MAX_TTL ({self.remember_max_ttl})"
+            )
+        if self.embedded and not _is_loopback(self.host):
+            raise ConfigError(
+                f"{PREFIX}REDIS_URL is not set, so the embedded development store would be used, "
+                f"but {PREFIX}HOST={self.host!r} is not a loopback address: every replica would "
+                f"keep private state. Set {PREFIX}REDIS_URL (or bind to 127.0.0.1 for development)."
+            )
+        if not self.embedded and self.keys_dir is None:
+            raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
+        if not self.embedded and self.clients_file is None:
+            raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Env:
+    """Typed reads of ``TOKENWARD_*`` variables; errors name the full variable."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(PREFIX + name)
+        return None if value is None else value.strip()
+
+    def get_str(self, name: str, default: str) -> str:
+        raw = self._raw(name)
+        return default if raw is None or raw == "" else raw
+
+    def get_int(self, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        raw = self._raw(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not an integer") from None
+        self._bounds(name, value, lo, hi)
+        return value
+
+    def get_float(self, name: str, default: float, lo: float, hi: float) -> float:
+        raw = self._raw(name)
+        if raw is None or raw == "":
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{PREFIX}{name}={raw!r} is not a number") from None
+        self._bounds(name, value, lo, hi)
+        return value
+
+    def get_choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = self.get_str(name, default).upper()
+        if value not in choices:
+            raise ConfigError(f"{PREFIX}{name}={value!r} must be one of {', '.join(choices)}")
+        return value
+
+    def get_path(self, name: str) -> Path | None:
+        raw = self._raw(name)
+        return Path(raw) if raw else None
+
+    @staticmethod
+    def _bounds(name: str, value: float, lo: float | None, hi: float | None) -> None:
+        if lo is not None and value < lo:
+            raise ConfigError(f"{PREFIX}{name}={value} must be at least {lo}")
+        if hi is not None and value > hi:
+            raise ConfigError(f"{PREFIX}{name}={value} must be at most {hi}")

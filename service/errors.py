@@ -1,0 +1,81 @@
+"""The exception tree. Pure: no HTTP imports; ``http.middlewares`` maps it to responses.
+
+TokenwardError
+├── ConfigError               bad TOKENWARD_* variable (start-up only)
+├── InvalidRequest            malformed input (400 invalid_request)
+│   └── PayloadTooLarge       body over the cap (413)
+├── UnsupportedGrantType      token endpoint, unknown grant_type (400)
+├── UnsupportedTokenType      revocation endpoint (400)
+├── InvalidGrant              refresh token unknown/expired/revoked/reused (400)
+├── InvalidScope              asked for more than was granted (400)
+├── ClientAuthError           no or wrong client credentials (401, Basic challenge)
+├── InsufficientScope         authenticated, but not allowed (403)
+├── InvalidToken              bad or revoked access token (401, Bearer challenge)
+├── NotFound                  (404)
+└── StoreUnavailable          Redis unreachable or not acknowledging (503)
+"""
+
+from __future__ import annotations
+
+
+class TokenwardError(Exception):
+    """Root of every error the service raises on purpose."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class ConfigError(TokenwardError):
+    """A TOKENWARD_* variable (or a file it names) is invalid."""
+
+
+class InvalidRequest(TokenwardError):
+    """The request is malformed: missing, repeated or garbled parameters."""
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The body exceeds the configured cap."""
+
+
+class UnsupportedGrantType(TokenwardError):
+    """The token endpoint was asked for a grant it does not serve."""
+
+
+class UnsupportedTokenType(TokenwardError):
+    """RFC 7009: the server cannot revoke this type of token."""
+
+
+class InvalidGrant(TokenwardError):
+    """The refresh token is not usable. One message for every reason, by design."""
+
+    def __init__(self, detail: str = "the refresh token is invalid, expired or revoked") -> None:
+        super().__init__(detail)
+
+
+class InvalidScope(TokenwardError):
+    """The requested scope is not within the granted scope."""
+
+
+class ClientAuthError(TokenwardError):
+    """Client credentials are missing or wrong."""
+
+
+class InsufficientScope(TokenwardError):
+    """The caller is authenticated but lacks the scope for this endpoint."""
+
+    def __init__(self, scope: str) -> None:
+        super().__init__(f"this call needs scope {scope!r}")
+        self.scope = scope
+
+
+class InvalidToken(TokenwardError):
+    """The bearer access token is missing, malformed, expired or revoked."""
+
+
+class NotFound(TokenwardError):
+    """The addressed resource does not exist (or is not the caller's)."""
+
+
+class StoreUnavailable(TokenwardError):
+    """Redis could not be reached or did not confirm the write in time."""

@@ -1,0 +1,115 @@
+"""Exceptions to HTTP answers, in one table; plus request hygiene.
+
+OAuth endpoints (``/oauth/...``) answer errors in the RFC 6749 §5.2 shape
+``{"error", "error_description"}``; everything else answers an RFC 9457 problem
+document with a stable ``code``. Redis failures become a fast 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Final, NamedTuple
+
+import orjson
+import redis.exceptions
+from aiohttp import web
+
+from .. import errors
+
+log = logging.getLogger("tokenward.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ErrorShape(NamedTuple):
+    status: int
+    code: str
+    challenge: str | None = None
+
+
+# Most specific first: the first isinstance match wins.
+ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
+    (errors.PayloadTooLarge, ErrorShape(413, "invalid_request")),
+    (errors.InvalidRequest, ErrorShape(400, "invalid_request")),
+    (errors.UnsupportedGrantType, ErrorShape(400, "unsupported_grant_type")),
+    (errors.UnsupportedTokenType, ErrorShape(400, "unsupported_token_type")),
+    (errors.InvalidGrant, ErrorShape(400, "invalid_grant")),
+    (errors.InvalidScope, ErrorShape(400, "invalid_scope")),
+    (errors.ClientAuthError, ErrorShape(401, "invalid_client", 'Basic realm="tokenward", charset="UTF-8"')),
+    (errors.InsufficientScope, ErrorShape(403, "insufficient_scope")),
+    (errors.InvalidToken, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward", error="invalid_token"')),
+    (errors.NotFound, ErrorShape(404, "not_found")),
+    (errors.StoreUnavailable, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.ConnectionError, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.TimeoutError, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.BusyLoadingError, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.ReadOnlyError, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.ClusterDownError, ErrorShape(503, "temporarily_unavailable")),
+    (redis.exceptions.TryAgainError, ErrorShape(503, "temporarily_unavailable")),
+    (OSError, ErrorShape(503, "temporarily_unavailable")),
+    (asyncio.TimeoutError, ErrorShape(503, "temporarily_unavailable")),
+)
+
+_DETAILS: Final = {503: "the token store is unavailable; retry shortly"}
+
+
+def shape_for(exc: BaseException) -> ErrorShape | None:
+    """The table row for an exception, or None."""
+    for cls, shape in ERROR_TABLE:
+        if isinstance(exc, cls):
+            return shape
+    return None
+
+
+def error_response(request: web.Request, shape: ErrorShape, detail: str) -> web.Response:
+    """Render an error in the shape the endpoint speaks."""
+    headers: dict[str, str] = {"Cache-Control": "no-store"}
+    if shape.challenge:
+        headers["WWW-Authenticate"] = shape.challenge
+    if shape.status == 503:
+        headers["Retry-After"] = "1"
+    if request.path.startswith("/oauth/"):
+        body: dict[str, str | int] = {"error": shape.code, "error_description": detail}
+        headers["Pragma"] = "no-cache"
+        content_type = "application/json"
+    else:
+        body = {
+            "type": "about:blank",
+            "title": shape.code.replace("_", " "),
+            "status": shape.status,
+            "code": shape.code,
+            "detail": detail,
+        }
+        content_type = "application/problem+json"
+    return web.Response(status=shape.status, body=orjson.dumps(body), content_type=content_type, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Map the exception tree (and Redis failures) to answers; never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status == 413:
+            return error_response(request, ErrorShape(413, "invalid_request"), "request body too large")
+        if exc.status >= 400 and exc.status not in (401, 403):
+            code = (
+                "not_found" if exc.status == 404 else "method_not_allowed" if exc.status == 405 else "invalid_request"
+            )
+            resp = error_response(request, ErrorShape(exc.status, code), exc.reason)
+            for name in ("Allow",):
+                if name in exc.headers:
+                    resp.headers[name] = exc.headers[name]
+            return resp
+        raise
+    except Exception as exc:
+        shape = shape_for(exc)
+        if shape is None:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(request, ErrorShape(500, "server_error"), "internal error")
+        if shape.status == 503:
+            log.warning("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
+        detail = _DETAILS.get(shape.status) or getattr(exc, "detail", "") or str(exc)
+        return error_response(request, shape, detail)

@@ -1,0 +1,92 @@
+"""RFC 6749 token endpoint (refresh grant), RFC 7009 revocation, and the JWKS."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from .. import state
+from ..errors import ClientAuthError, InvalidRequest, UnsupportedGrantType
+from ..sessions import TokenPair
+from . import auth, parsing
+
+NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_response(pair: TokenPair, status: int = 200) -> web.Response:
+    """The RFC 6749 §5.1 answer, never cached."""
+    body = {
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+        "refresh_token": pair.refresh_token,
+        "refresh_expires_in": pair.refresh_expires_in,
+        "session_id": pair.session_id,
+        "scope": pair.scope,
+    }
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=NO_STORE)
+
+
+def _optional_client_id(request: web.Request) -> str:
+    """Refresh is open to public clients; a client that authenticates must own the token."""
+    if "Authorization" not in request.headers:
+        return ""
+    client = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+    return client.id
+
+
+async def token(request: web.Request) -> web.Response:
+    """POST /oauth/token: grant_type=refresh_token."""
+    settings = request.app[state.SETTINGS]
+    data = await parsing.form(request, settings.max_body_bytes)
+    grant = data.get("grant_type")
+    if grant is None:
+        raise InvalidRequest("grant_type is required")
+    if grant != "refresh_token":
+        raise UnsupportedGrantType(f"grant_type {grant!r} is not supported; use refresh_token")
+    if "client_secret" in data or ("client_id" in data and "Authorization" in request.headers):
+        raise InvalidRequest("use one client authentication method, HTTP Basic")
+    refresh = data.get("refresh_token")
+    if refresh is None:
+        raise InvalidRequest("refresh_token is required")
+    scope = parsing.scope(data["scope"]) if "scope" in data else ""
+    client_id = _optional_client_id(request)
+    pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope)
+    return token_response(pair)
+
+
+async def revoke(request: web.Request) -> web.Response:
+    """POST /oauth/revoke (RFC 7009). Invalid and unknown tokens answer 200 too."""
+    settings = request.app[state.SETTINGS]
+    data = await parsing.form(request, settings.max_body_bytes)
+    raw = data.get("token")
+    if raw is None:
+        raise InvalidRequest("token is required")
+    hint = data.get("token_type_hint")
+    if hint not in (None, "refresh_token", "access_token"):
+        hint = None  # RFC 7009 §2.2: an unknown hint is ignored
+    if "Authorization" in request.headers:
+        auth.client(request, "revoke")
+    await revoke_token(request, raw)
+    return web.Response(status=200, headers=NO_STORE)
+
+
+async def revoke_token(request: web.Request, raw: str) -> None:
+    """End what a token stands for; the holder of a token may always revoke it."""
+    sessions = request.app[state.SESSIONS]
+    await sessions.logout(raw)
+
+
+async def jwks(request: web.Request) -> web.Response:
+    """GET /.well-known/jwks.json: every public key that still verifies."""
+    body = request.app[state.KEYRING].jwks_bytes()
+    return web.Response(
+        body=body,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300, must-revalidate"},
+    )
+
+
+__all__ = ["ClientAuthError", "jwks", "revoke", "token", "token_response"]

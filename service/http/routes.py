@@ -1,0 +1,27 @@
+"""The whole route table in one view."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from . import health, oauth, sessions
+
+
+def setup_routes(app: web.Application) -> None:
+    """Register every route."""
+    app.router.add_routes(
+        [
+            web.get("/healthz", health.healthz),
+            web.get("/readyz", health.readyz),
+            web.get("/.well-known/jwks.json", oauth.jwks),
+            web.post("/oauth/token", oauth.token),
+            web.post("/oauth/revoke", oauth.revoke),
+            web.post("/v1/sessions", sessions.create),
+            web.get("/v1/me/sessions", sessions.my_sessions),
+            web.delete("/v1/me/sessions", sessions.end_my_sessions),
+            web.delete("/v1/me/sessions/{sid}", sessions.end_my_session),
+            web.get("/v1/users/{sub}/sessions", sessions.user_sessions),
+            web.delete("/v1/users/{sub}/sessions", sessions.end_user_sessions),
+            web.delete("/v1/sessions/{sid}", sessions.end_session),
+        ]
+    )

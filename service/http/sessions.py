@@ -1,0 +1,126 @@
+"""Session endpoints for the login backend, the end user and administrators."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from .. import state
+from ..errors import InvalidRequest
+from ..sessions import Device
+from ..tokens import RESERVED_CLAIMS
+from . import auth, parsing
+from .oauth import token_response
+
+MAX_CLAIMS_BYTES = 2048
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(data), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _sub(value: str) -> str:
+    if not value or len(value) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidRequest("sub must be 1-255 printable characters")
+    return value
+
+
+def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
+    claims = data.get("claims")
+    if claims is None:
+        return None
+    if not isinstance(claims, dict):
+        raise InvalidRequest("claims must be a JSON object")
+    reserved = sorted(RESERVED_CLAIMS & claims.keys())
+    if reserved:
+        raise InvalidRequest(f"claims may not set reserved names: {', '.join(reserved)}")
+    if len(orjson.dumps(claims)) > MAX_CLAIMS_BYTES:
+        raise InvalidRequest(f"claims must encode to at most {MAX_CLAIMS_BYTES} bytes")
+    return claims
+
+
+def _device(data: dict[str, Any]) -> Device:
+    raw = data.get("device") or {}
+    if not isinstance(raw, dict):
+        raise InvalidRequest("device must be a JSON object")
+    ip = parsing.string(raw, "ip", max_len=45)
+    if ip:
+        try:
+            ip = str(ipaddress.ip_address(ip))
+        except ValueError:
+            raise InvalidRequest("device.ip is not an IP address") from None
+    return Device(
+        name=parsing.string(raw, "name", max_len=100),
+        user_agent=parsing.string(raw, "user_agent", max_len=256),
+        ip=ip,
+    )
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST /v1/sessions (scope sessions:write): log a user in."""
+    client = auth.client(request, "sessions:write")
+    data = await parsing.json_object(request, request.app[state.SETTINGS].max_body_bytes)
+    sub = _sub(parsing.string(data, "sub", required=True, max_len=255))
+    raw_scope = parsing.string(data, "scope", max_len=1024)
+    pair = await request.app[state.SESSIONS].create(
+        sub=sub,
+        client_id=client.id,
+        scope=parsing.scope(raw_scope) if raw_scope else "",
+        claims=_claims(data),
+        remember_me=parsing.boolean(data, "remember_me"),
+        device=_device(data),
+    )
+    return token_response(pair, status=201)
+
+
+async def my_sessions(request: web.Request) -> web.Response:
+    """GET /v1/me/sessions."""
+    claims = await auth.user(request)
+    rows = await request.app[state.SESSIONS].list(claims.sub, current_sid=claims.sid)
+    return _json({"sessions": [r.as_dict() for r in rows]})
+
+
+async def end_my_session(request: web.Request) -> web.Response:
+    """DELETE /v1/me/sessions/{sid}: log out one of my devices."""
+    claims = await auth.user(request)
+    await request.app[state.SESSIONS].end(request.match_info["sid"], owner=claims.sub, reason="logout")
+    return web.Response(status=204)
+
+
+async def end_my_sessions(request: web.Request) -> web.Response:
+    """DELETE /v1/me/sessions[?keep_current=true]: log out everywhere (or the other devices)."""
+    claims = await auth.user(request)
+    keep = request.query.get("keep_current", "false").lower()
+    if keep not in ("true", "false", "1", "0"):
+        raise InvalidRequest("keep_current must be true or false")
+    keep_sid = claims.sid if keep in ("true", "1") else ""
+    ended = await request.app[state.SESSIONS].end_all(claims.sub, keep_sid=keep_sid, reason="logout_all")
+    return _json({"ended": ended})
+
+
+async def user_sessions(request: web.Request) -> web.Response:
+    """GET /v1/users/{sub}/sessions (scope admin)."""
+    auth.client(request, "admin")
+    sub = _sub(request.match_info["sub"])
+    rows = await request.app[state.SESSIONS].list(sub)
+    return _json({"sessions": [r.as_dict() for r in rows]})
+
+
+async def end_session(request: web.Request) -> web.Response:
+    """DELETE /v1/sessions/{sid} (scope admin)."""
+    auth.client(request, "admin")
+    await request.app[state.SESSIONS].end(request.match_info["sid"], reason="admin")
+    return web.Response(status=204)
+
+
+async def end_user_sessions(request: web.Request) -> web.Response:
+    """DELETE /v1/users/{sub}/sessions (scope admin): log out everywhere, e.g. after a password change."""
+    auth.client(request, "admin")
+    sub = _sub(request.match_info["sub"])
+    ended = await request.app[state.SESSIONS].end_all(sub, reason="admin_logout_all")
+    return _json({"ended": ended})

@@ -1,0 +1,88 @@
+-- Spend a refresh token: check and swap in one step.
+-- KEYS[1] session hash tw:{p}:s:<sid>    KEYS[2] session deny tw:{p}:ds:<sid>
+-- KEYS[3] event counter tw:{p}:seq       KEYS[4] event stream tw:{p}:ev
+-- (A revoked sid stays in its user's index until it is pruned: readers skip missing sessions.)
+-- ARGV: 1 now ms, 2 presented generation, 3 presented hash, 4 unused,
+--       5 successor hash, 6 successor secret sealed under the presented secret,
+--       7 grace ms, 8 grace uses, 9 client id ('' = any), 10 requested scope ('' = same),
+--       11 deny until ms, 12 event retention ms, 13 channel, 14 partition, 15 sid
+-- Returns one of
+--   {1, gen, tag key, '', sub, client, scope, claims, absolute ms, expires ms}  rotated
+--   {2, gen, tag key, sealed, sub, client, scope, claims, absolute ms, expires ms} grace: same successor again
+--   {3, tag key}      an older generation: the caller checks the token's tag (an HMAC under
+--                     the tag key) and, if authentic, ends the session with end_session 'key'
+--   {0, 'invalid' | 'scope'}                                                   refused, nothing touched
+--   {-1, 'reused'}                                                             family revoked
+-- Authenticity: the current and the previous secret are known by hash; older generations
+-- are recognised by their tag, so a forged token never ends anybody's session.
+local s = KEYS[1]
+local now = tonumber(ARGV[1])
+local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x')
+if not f[1] then
+  return {0, 'invalid'}
+end
+local g = tonumber(f[1])
+local pg = tonumber(ARGV[2])
+local absolute = tonumber(f[8])
+if now >= absolute then
+  return {0, 'invalid'}
+end
+if ARGV[9] ~= '' and ARGV[9] ~= f[11] then
+  return {0, 'invalid'}
+end
+-- A narrower scope may be asked for; checked only once the token is known to be good.
+local function scope_ok()
+  local granted = {}
+  for w in string.gmatch(f[12], '%S+') do granted[w] = true end
+  for w in string.gmatch(ARGV[10], '%S+') do
+    if not granted[w] then return false end
+  end
+  return true
+end
+local claims = f[13] or ''
+
+if pg == g then
+  if ARGV[3] ~= f[2] then
+    return {0, 'invalid'}
+  end
+  if not scope_ok() then
+    return {0, 'scope'}
+  end
+  local ng = g + 1
+  redis.call('HSET', s, 'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pe', now + tonumber(ARGV[7]),
+    'pn', 0, 'pc', ARGV[6], 'la', now)
+  local expires = math.min(now + tonumber(f[9]), absolute)
+  redis.call('PEXPIREAT', s, expires)
+  return {1, ng, f[3], '', f[10], f[11], f[12], claims, absolute, expires}
+end
+
+if pg > g or pg < 0 then
+  return {0, 'invalid'}
+end
+if pg < g - 1 then
+  return {3, f[3]}
+end
+if ARGV[3] ~= f[4] then
+  -- Never issued by this session: refuse without touching it.
+  return {0, 'invalid'}
+end
+if now < tonumber(f[5]) then
+  if tonumber(f[6]) >= tonumber(ARGV[8]) then
+    return {0, 'invalid'}
+  end
+  if not scope_ok() then
+    return {0, 'scope'}
+  end
+  redis.call('HINCRBY', s, 'pn', 1)
+  redis.call('HSET', s, 'la', now)
+  local expires = math.min(now + tonumber(f[9]), absolute)
+  redis.call('PEXPIREAT', s, expires)
+  return {2, g, f[3], f[7], f[10], f[11], f[12], claims, absolute, expires}
+end
+
+-- An authentic, already rotated token outside the grace window: theft. End this
+-- session (only this one) and deny every access token it minted.
+redis.call('DEL', s)
+tw_revoke(KEYS[2], KEYS[3], KEYS[4], ARGV[13], tonumber(ARGV[14]), 'sid', ARGV[15], 0,
+  tonumber(ARGV[11]), now, 'refresh_token_reuse', tonumber(ARGV[12]))
+return {-1, 'reused'}

@@ -1,0 +1,356 @@
+"""The session lifecycle: log in, rotate, list, log out. Every state change is one Lua script.
+
+Grace semantics: the immediately previous refresh token, presented within
+``TOKENWARD_REFRESH_GRACE`` seconds of its rotation, gets the same successor again
+(and a fresh access token), at most ``TOKENWARD_REFRESH_GRACE_USES`` times; beyond
+that count it is refused without revoking anything, because inside the window an
+honest retry and a replay look the same. Outside the window, an authentic rotated
+token is theft: the session (only that one) ends and its access tokens are denied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .config import Settings
+from .errors import InvalidGrant, InvalidScope, NotFound
+from .store import EVENTS_CHANNEL, Store
+from .tokens import AccessTokens, RefreshToken, new_id, new_secret, seal, unseal
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """What the login backend tells us about the device, for the session list."""
+
+    name: str = ""
+    user_agent: str = ""
+    ip: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    """What a login or a refresh hands back."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+    refresh_expires_in: int
+    session_id: str
+    scope: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One row of a session list."""
+
+    id: str
+    device_name: str
+    user_agent: str
+    ip: str
+    created_at: int
+    last_used_at: int
+    expires_at: int
+    current: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of the row."""
+        return {
+            "id": self.id,
+            "device_name": self.device_name,
+            "user_agent": self.user_agent,
+            "ip": self.ip,
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "expires_at": self.expires_at,
+            "current": self.current,
+        }
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds: expiry is absolute time, shared with Redis."""
+    return int(time.time() * 1000)
+
+
+class Sessions:
+    """Domain operations on sessions, written against the Store."""
+
+    def __init__(self, store: Store, settings: Settings, tokens: AccessTokens) -> None:
+        self.store = store
+        self.settings = settings
+        self.tokens = tokens
+        self.keys = store.keys
+
+    def revocation_args(self, now: int) -> tuple[int, int, str]:
+        """(deny until ms, event retention ms, channel) for scripts that may revoke."""
+        return now + self.settings.deny_ttl * 1000, self.settings.event_retention * 1000, EVENTS_CHANNEL
+
+    async def create(
+        self,
+        *,
+        sub: str,
+        client_id: str,
+        scope: str = "",
+        claims: Mapping[str, Any] | None = None,
+        remember_me: bool = False,
+        device: Device = Device(),
+    ) -> TokenPair:
+        """Start a session for a user whose credentials the caller has checked."""
+        s = self.settings
+        idle, maximum = (
+            (s.remember_idle_ttl, s.remember_max_ttl) if remember_me else (s.refresh_idle_ttl, s.refresh_max_ttl)
+        )
+        now = now_ms()
+        p = self.keys.partition_of_sub(sub)
+        sid = new_id(p)
+        tag_key = secrets.token_hex(16)
+        refresh = RefreshToken.issue(sid, 0, tag_key)
+        absolute = now + maximum * 1000
+        expires = min(now + idle * 1000, absolute)
+        fields: list[str | int] = [
+            "u",
+            sub,
+            "c",
+            client_id,
+            "sc",
+            scope,
+            "g",
+            0,
+            "h",
+            refresh.hash,
+            "k",
+            tag_key,
+            "p",
+            "",
+            "pe",
+            0,
+            "pn",
+            0,
+            "pc",
+            "",
+            "ca",
+            now,
+            "la",
+            now,
+            "ax",
+            absolute,
+            "it",
+            idle * 1000,
+        ]
+        if claims:
+            fields += ["x", orjson.dumps(dict(claims)).decode()]
+        for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
+            if value:
+                fields += [name, value]
+        cutoff = await self.store.scripts.create_session(
+            keys=[self.keys.session(p, sid), self.keys.user_index(p, sub), self.keys.cutoff(p, sub)],
+            args=[now, expires, absolute, sid, *fields],
+        )
+        access = await self._mint(sub, sid, p, scope, client_id, claims, cutoff)
+        return TokenPair(access, s.access_ttl, str(refresh), (expires - now) // 1000, sid, scope)
+
+    async def refresh(self, raw: str, *, client_id: str = "", scope: str = "") -> TokenPair:
+        """Spend a refresh token for a new pair (RFC 6749 §6)."""
+        token = RefreshToken.parse(raw)
+        if token is None:
+            raise InvalidGrant()
+        p = self.keys.partition_of_id(token.sid)
+        now = now_ms()
+        successor = new_secret()
+        deny_until, retention, channel = self.revocation_args(now)
+        k = self.keys
+        result = await self.store.scripts.rotate(
+            keys=[k.session(p, token.sid), k.deny_sid(p, token.sid), k.seq(p), k.stream(p)],
+            args=[
+                now,
+                token.gen,
+                token.hash,
+                "",
+                seal_hash(successor),
+                seal(successor, token.secret),
+                self.settings.refresh_grace * 1000,
+                self.settings.refresh_grace_uses,
+                client_id,
+                scope,
+                deny_until,
+                retention,
+                channel,
+                p,
+                token.sid,
+            ],
+        )
+        return await self._after_rotate(token, p, successor, result, scope)
+
+    async def _after_rotate(
+        self, token: RefreshToken, p: int, successor: str, result: list[Any], scope: str
+    ) -> TokenPair:
+        status = int(result[0])
+        if status == 0:
+            if _text(result[1]) == "scope":
+                raise InvalidScope("the requested scope exceeds the granted scope")
+            raise InvalidGrant()
+        if status == -1:
+            await self.store.confirm()
+            raise InvalidGrant()
+        if status == 3:
+            if token.authentic(_text(result[1])):
+                await self._end(p, token.sid, "key", [_text(result[1])], "refresh_token_reuse")
+            raise InvalidGrant()
+        gen, tag_key, sealed = int(result[1]), _text(result[2]), _text(result[3])
+        sub, client_id, granted = _text(result[4]), _text(result[5]), _text(result[6])
+        claims = orjson.loads(result[7]) if result[7] else None
+        absolute = int(result[8])
+        secret = successor if status == 1 else unseal(sealed, token.secret)
+        refresh = RefreshToken.issue(token.sid, gen, tag_key, secret)
+        # Rotation needs no cut-off check: a session alive now was created after any cut-off.
+        access = await self._mint(sub, token.sid, p, scope or granted, client_id, claims, None)
+        left = min(absolute, int(result[9])) - now_ms()
+        return TokenPair(
+            access, self.settings.access_ttl, str(refresh), max(left // 1000, 0), token.sid, scope or granted
+        )
+
+    async def _mint(
+        self,
+        sub: str,
+        sid: str,
+        p: int,
+        scope: str,
+        client_id: str,
+        claims: Mapping[str, Any] | None,
+        cutoff: Any,
+    ) -> str:
+        iat = int(time.time())
+        if cutoff is not None and iat <= int(cutoff):
+            # A user cut-off denies tokens with iat <= it; never mint one that is born dead.
+            await asyncio.sleep(int(cutoff) + 1 - time.time())
+            iat = int(cutoff) + 1
+        return self.tokens.mint(
+            sub=sub, sid=sid, jti=new_id(p), iat=iat, scope=scope, client_id=client_id, extra=claims
+        )
+
+    async def logout(self, raw: str) -> bool:
+        """End the session of a refresh token (current or previous); False if nothing matched."""
+        token = RefreshToken.parse(raw)
+        if token is None:
+            return False
+        p = self.keys.partition_of_id(token.sid)
+        return await self._end(p, token.sid, "token", [token.gen, token.hash], "logout") is not None
+
+    async def end(self, sid: str, *, owner: str | None = None, reason: str = "logout") -> str:
+        """End a session by id (the owner's, or any for an admin); NotFound if it is not there."""
+        if not _valid_id(sid):
+            raise NotFound("no such session")
+        p = self.keys.partition_of_id(sid)
+        mode, extra = ("owner", [owner]) if owner is not None else ("admin", [])
+        sub = await self._end(p, sid, mode, extra, reason)
+        if sub is None:
+            raise NotFound("no such session")
+        return sub
+
+    async def _end(self, p: int, sid: str, mode: str, extra: list[Any], reason: str) -> str | None:
+        now = now_ms()
+        deny_until, retention, channel = self.revocation_args(now)
+        # The user index key needs the sub, which only the session knows: read it first.
+        # A session that vanishes in between simply ends nowhere (the script checks).
+        sub = await self.store.client.hget(self.keys.session(p, sid), "u")
+        if sub is None:
+            return None
+        sub = _text(sub)
+        args = [now, sid, mode, *extra, *[""] * (3 - len(extra)), deny_until, reason, retention, channel, p]
+        k = self.keys
+        ended = await self.store.scripts.end_session(
+            keys=[k.session(p, sid), k.user_index(p, sub), k.deny_sid(p, sid), k.seq(p), k.stream(p)],
+            args=args,
+        )
+        if ended is None:
+            return None
+        await self.store.confirm()
+        return _text(ended)
+
+    async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
+        """Log a user out everywhere (or everywhere but ``keep_sid``); the number of sessions ended."""
+        p = self.keys.partition_of_sub(sub)
+        k = self.keys
+        index = k.user_index(p, sub)
+        for _ in range(50):
+            sids = [_text(s) for s in await self.store.client.zrange(index, 0, -1)]
+            now = now_ms()
+            deny_until, retention, channel = self.revocation_args(now)
+            keys = [index, k.cutoff(p, sub), k.seq(p), k.stream(p)]
+            for sid in sids:
+                keys += [k.session(p, sid), k.deny_sid(p, sid)]
+            ended = int(
+                await self.store.scripts.end_user_sessions(
+                    keys=keys,
+                    args=[
+                        now,
+                        "others" if keep_sid else "all",
+                        keep_sid,
+                        deny_until,
+                        reason,
+                        retention,
+                        channel,
+                        p,
+                        sub,
+                        *sids,
+                    ],
+                )
+            )
+            if ended >= 0:
+                await self.store.confirm()
+                return ended
+        raise InvalidGrant("the session list kept changing; try again")  # pragma: no cover
+
+    async def list(self, sub: str, *, current_sid: str = "") -> list[SessionInfo]:
+        """The user's live sessions, oldest first."""
+        p = self.keys.partition_of_sub(sub)
+        index = self.keys.user_index(p, sub)
+        sids = [_text(s) for s in await self.store.client.zrangebyscore(index, now_ms(), "+inf")]
+        if not sids:
+            return []
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for sid in sids:
+                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "ax", "it", "dn", "ua", "ip")
+                pipe.pexpiretime(self.keys.session(p, sid)) if False else pipe.pttl(self.keys.session(p, sid))
+            rows = await pipe.execute()
+        now = now_ms()
+        out: list[SessionInfo] = []
+        for i, sid in enumerate(sids):
+            f, pttl = rows[2 * i], rows[2 * i + 1]
+            if f[0] is None or _text(f[0]) != sub or pttl is None or int(pttl) < 0:
+                continue
+            out.append(
+                SessionInfo(
+                    id=sid,
+                    device_name=_text(f[5] or b""),
+                    user_agent=_text(f[6] or b""),
+                    ip=_text(f[7] or b""),
+                    created_at=int(f[1]) // 1000,
+                    last_used_at=int(f[2]) // 1000,
+                    expires_at=(now + int(pttl)) // 1000,
+                    current=sid == current_sid,
+                )
+            )
+        out.sort(key=lambda r: r.created_at)
+        return out
+
+
+def seal_hash(secret: str) -> str:
+    """The stored hash of a successor secret."""
+    from .tokens import secret_hash
+
+    return secret_hash(secret)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _valid_id(ident: str) -> bool:
+    return 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident[:2])

@@ -1,0 +1,24 @@
+"""Every typed key for ``app[...]`` and ``request[...]``, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .clients import Client, ClientRegistry
+from .config import Settings
+from .keys import KeyRing
+from .revocation import Revocations
+from .sessions import Sessions
+from .store import Store
+from .tokens import AccessClaims, AccessTokens
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+KEYRING = web.AppKey("keyring", KeyRing)
+TOKENS = web.AppKey("tokens", AccessTokens)
+CLIENTS = web.AppKey("clients", ClientRegistry)
+SESSIONS = web.AppKey("sessions", Sessions)
+REVOCATIONS = web.AppKey("revocations", Revocations)
+
+CLIENT = web.RequestKey("client", Client)
+CLAIMS = web.RequestKey("claims", AccessClaims)

@@ -1,0 +1,185 @@
+"""Redis: the key layout, the Lua scripts and the client, documented once, here.
+
+Key layout. Every key starts with ``tw:{p}:`` where ``p`` is the partition, a small
+number (``TOKENWARD_PARTITIONS``, default 1) that is also the Redis Cluster hash tag.
+A user, all of the user's sessions and every deny entry that can match the user's
+tokens live in the same partition, so each script touches one hash slot and the
+deny check for a token is one MGET.
+
+=============================  ======  =====================================  ==========================
+key                            type    holds                                  expires (PEXPIREAT)
+=============================  ======  =====================================  ==========================
+``tw:{p}:s:<sid>``             hash    one session (fields below)             min(last use + idle, absolute)
+``tw:{p}:u:<sub>``             zset    the user's sids, scored by absolute    the latest absolute expiry
+``tw:{p}:dj:<jti>``            string  deny one access token; value = until   the token's exp + leeway
+``tw:{p}:ds:<sid>``            string  deny a session's tokens; value = until revocation + access TTL + leeway
+``tw:{p}:dc:<sub>``            string  user cut-off; value = before (epoch s)  revocation + access TTL + leeway
+``tw:{p}:seq``                 string  the partition's event counter          event retention, renewed per event
+``tw:{p}:ev``                  stream  the partition's replay log             event retention, renewed per event
+=============================  ======  =====================================  ==========================
+
+Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope, ``x`` extra claims
+(JSON), ``g`` generation, ``h`` hash of the current refresh secret, ``k`` the
+session's tag key, ``p``/``pe``/``pn``/``pc`` previous hash, grace deadline (ms),
+grace uses and the successor sealed under the previous secret, ``ca``/``la``/``ax``
+created, last used and absolute expiry (ms), ``it`` idle TTL (ms), ``dn``/``ua``/``ip``
+the device. Nothing grows with the number of rotations.
+
+Sids and jtis start with the partition as two hex digits, so an id alone finds its
+keys; a sub maps to ``crc32(sub) % partitions``. Changing the partition count moves
+users: pick it once per deployment.
+
+Events are published on the one channel ``tw:events`` (classic pub/sub works on every
+topology and needs one subscription per listener) and appended to the partition's
+stream; the wire format is in ``docs/events.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_CHANNEL: Final = "tw:events"
+SCRIPT_NAMES: Final = ("create_session", "rotate", "end_session", "end_user_sessions", "revoke")
+
+
+@dataclass(frozen=True, slots=True)
+class Keyspace:
+    """Builds key names; the only place that knows their shape."""
+
+    partitions: int = 1
+
+    def partition_of_sub(self, sub: str) -> int:
+        """The partition a user (and everything of theirs) lives in."""
+        return zlib.crc32(sub.encode()) % self.partitions
+
+    @staticmethod
+    def partition_of_id(ident: str) -> int:
+        """The partition encoded in the first two hex digits of a sid or jti."""
+        return int(ident[:2], 16)
+
+    @staticmethod
+    def session(p: int, sid: str) -> str:
+        return f"tw:{{{p}}}:s:{sid}"
+
+    @staticmethod
+    def user_index(p: int, sub: str) -> str:
+        return f"tw:{{{p}}}:u:{sub}"
+
+    @staticmethod
+    def deny_jti(p: int, jti: str) -> str:
+        return f"tw:{{{p}}}:dj:{jti}"
+
+    @staticmethod
+    def deny_sid(p: int, sid: str) -> str:
+        return f"tw:{{{p}}}:ds:{sid}"
+
+    @staticmethod
+    def cutoff(p: int, sub: str) -> str:
+        return f"tw:{{{p}}}:dc:{sub}"
+
+    @staticmethod
+    def seq(p: int) -> str:
+        return f"tw:{{{p}}}:seq"
+
+    @staticmethod
+    def stream(p: int) -> str:
+        return f"tw:{{{p}}}:ev"
+
+
+def load_script_source(name: str) -> str:
+    """A script's Lua source, with the shared revocation prelude where it revokes."""
+    lua = resources.files("service") / "lua"
+    body = (lua / f"{name}.lua").read_text()
+    if "tw_revoke(" in body:
+        body = (lua / "_revoke.lua").read_text() + "\n" + body
+    return body
+
+
+class Scripts:
+    """The scripts, registered on one client (EVALSHA, reloaded on NOSCRIPT)."""
+
+    def __init__(self, client: Any) -> None:
+        self.create_session: AsyncScript = client.register_script(load_script_source("create_session"))
+        self.rotate: AsyncScript = client.register_script(load_script_source("rotate"))
+        self.end_session: AsyncScript = client.register_script(load_script_source("end_session"))
+        self.end_user_sessions: AsyncScript = client.register_script(load_script_source("end_user_sessions"))
+        self.revoke: AsyncScript = client.register_script(load_script_source("revoke"))
+
+
+class Store:
+    """The Redis client, its scripts and the write-acknowledgement policy."""
+
+    def __init__(self, client: Any, settings: Settings, kind: str) -> None:
+        self.client = client
+        self.kind = kind
+        self.keys = Keyspace(settings.partitions)
+        self.scripts = Scripts(client)
+        self._wait_replicas = settings.wait_replicas
+        self._wait_timeout_ms = settings.wait_timeout_ms
+
+    async def confirm(self) -> None:
+        """Make an acknowledged revocation survive a failover: wait for replicas (WAIT)."""
+        if self._wait_replicas <= 0:
+            return
+        from .errors import StoreUnavailable
+
+        acked = await self.client.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        if int(acked) < self._wait_replicas:
+            raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas confirmed the write in time")
+
+    async def ping(self) -> bool:
+        """True when Redis answers."""
+        return bool(await self.client.ping())
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self.client.aclose()
+
+
+def create_client(settings: Settings) -> tuple[Any, str]:
+    """A Redis client for the settings, and the name of the store kind for /readyz."""
+    if settings.redis_url is None:
+        import fakeredis
+
+        # lua_modules=set() makes fakeredis run scripts with lupa, as real Redis would.
+        return fakeredis.FakeAsyncRedis(lua_modules=set()), "embedded"
+    url = settings.redis_url.value
+    client = aioredis.Redis.from_url(
+        url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=15,
+        retry_on_timeout=False,
+        max_connections=256,
+    )
+    return client, "redis"
+
+
+async def connect(settings: Settings, attempts: int = 5) -> Store:
+    """Connect with bounded retries and a ping, so start-up fails clearly, not later."""
+    client, kind = create_client(settings)
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            await client.ping()
+            break
+        except (OSError, aioredis.RedisError) as exc:
+            if attempt == attempts:
+                await client.aclose()
+                raise
+            log.warning("redis not reachable (attempt %d/%d): %s", attempt, attempts, exc)
+            await asyncio.sleep(delay)
+            delay *= 2
+    return Store(client, settings, kind)
