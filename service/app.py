@@ -12,8 +12,9 @@ from .clients import ClientRegistry
 from .config import Settings
 from .http.middlewares import error_middleware
 from .http.routes import setup_routes
+from .introspection import Introspector
 from .keys import KeyRing
-from .revocation import Revocations
+from .revocation import Revocations, Revoker
 from .sessions import Sessions
 from .store import connect
 from .tokens import AccessTokens
@@ -43,6 +44,8 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[state.STORE] = store
     app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
     app[state.REVOCATIONS] = Revocations(store, settings)
+    app[state.INTROSPECTOR] = Introspector(app[state.TOKENS], app[state.REVOCATIONS], app[state.SESSIONS])
+    app[state.REVOKER] = Revoker(app[state.TOKENS], app[state.SESSIONS], app[state.REVOCATIONS])
     if store.kind == "embedded":
         log.warning(
             "DEVELOPMENT ONLY: embedded in-process store and ephemeral signing key; "

@@ -57,6 +57,10 @@ class InvalidScope(TokenwardError):
     """The requested scope is not within the granted scope."""
 
 
+class UnauthorizedClient(TokenwardError):
+    """RFC 7009 §2.1: the token was not issued to the client asking to revoke it."""
+
+
 class ClientAuthError(TokenwardError):
     """Client credentials are missing or wrong."""
 

@@ -20,9 +20,9 @@ from typing import Any
 import orjson
 
 from .config import Settings
-from .errors import InvalidGrant, InvalidScope, NotFound
-from .store import EVENTS_CHANNEL, Store
-from .tokens import AccessTokens, RefreshToken, new_id, new_secret, seal, unseal
+from .errors import InvalidGrant, InvalidScope, NotFound, UnauthorizedClient
+from .store import EVENTS_CHANNEL, Store, text
+from .tokens import ID_RE, AccessTokens, RefreshToken, new_id, new_secret, seal, secret_hash, unseal
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +152,7 @@ class Sessions:
             keys=[self.keys.session(p, sid), self.keys.user_index(p, sub), self.keys.cutoff(p, sub)],
             args=[now, expires, absolute, sid, *fields],
         )
-        access = await self._mint(sub, sid, p, scope, client_id, claims, cutoff)
+        access = await self._mint(sub, sid, p, scope, client_id, claims, cutoff, now // 1000)
         return TokenPair(access, s.access_ttl, str(refresh), (expires - now) // 1000, sid, scope)
 
     async def refresh(self, raw: str, *, client_id: str = "", scope: str = "") -> TokenPair:
@@ -172,7 +172,7 @@ class Sessions:
                 token.gen,
                 token.hash,
                 "",
-                seal_hash(successor),
+                secret_hash(successor),
                 seal(successor, token.secret),
                 self.settings.refresh_grace * 1000,
                 self.settings.refresh_grace_uses,
@@ -185,31 +185,33 @@ class Sessions:
                 token.sid,
             ],
         )
-        return await self._after_rotate(token, p, successor, result, scope)
+        return await self._after_rotate(token, p, successor, result, scope, now // 1000)
 
     async def _after_rotate(
-        self, token: RefreshToken, p: int, successor: str, result: list[Any], scope: str
+        self, token: RefreshToken, p: int, successor: str, result: list[Any], scope: str, iat: int
     ) -> TokenPair:
         status = int(result[0])
         if status == 0:
-            if _text(result[1]) == "scope":
+            if text(result[1]) == "scope":
                 raise InvalidScope("the requested scope exceeds the granted scope")
             raise InvalidGrant()
         if status == -1:
             await self.store.confirm()
             raise InvalidGrant()
         if status == 3:
-            if token.authentic(_text(result[1])):
-                await self._end(p, token.sid, "key", [_text(result[1])], "refresh_token_reuse")
+            if token.authentic(text(result[1])):
+                await self._end(p, token.sid, "key", [text(result[1])], "refresh_token_reuse")
             raise InvalidGrant()
-        gen, tag_key, sealed = int(result[1]), _text(result[2]), _text(result[3])
-        sub, client_id, granted = _text(result[4]), _text(result[5]), _text(result[6])
+        gen, tag_key, sealed = int(result[1]), text(result[2]), text(result[3])
+        sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
         claims = orjson.loads(result[7]) if result[7] else None
         absolute = int(result[8])
         secret = successor if status == 1 else unseal(sealed, token.secret)
         refresh = RefreshToken.issue(token.sid, gen, tag_key, secret)
-        # Rotation needs no cut-off check: a session alive now was created after any cut-off.
-        access = await self._mint(sub, token.sid, p, scope or granted, client_id, claims, None)
+        # iat is the time taken before the script ran: if a logout follows the rotation, the
+        # token's exp + leeway never outlives the session's deny entry. No cut-off check is
+        # needed: a session alive now was created after any cut-off of its user.
+        access = self._sign(sub, token.sid, p, scope or granted, client_id, claims, iat)
         left = min(absolute, int(result[9])) - now_ms()
         return TokenPair(
             access, self.settings.access_ttl, str(refresh), max(left // 1000, 0), token.sid, scope or granted
@@ -224,27 +226,36 @@ class Sessions:
         client_id: str,
         claims: Mapping[str, Any] | None,
         cutoff: Any,
+        iat: int,
     ) -> str:
-        iat = int(time.time())
         if cutoff is not None and iat <= int(cutoff):
             # A user cut-off denies tokens with iat <= it; never mint one that is born dead.
-            await asyncio.sleep(int(cutoff) + 1 - time.time())
+            await asyncio.sleep(max(int(cutoff) + 1 - time.time(), 0))
             iat = int(cutoff) + 1
+        return self._sign(sub, sid, p, scope, client_id, claims, iat)
+
+    def _sign(
+        self, sub: str, sid: str, p: int, scope: str, client_id: str, claims: Mapping[str, Any] | None, iat: int
+    ) -> str:
         return self.tokens.mint(
             sub=sub, sid=sid, jti=new_id(p), iat=iat, scope=scope, client_id=client_id, extra=claims
         )
 
-    async def logout(self, raw: str) -> bool:
-        """End the session of a refresh token (current or previous); False if nothing matched."""
+    async def logout(self, raw: str, *, client_id: str | None = None) -> bool:
+        """End the session of a refresh token (current or previous); False if nothing matched.
+
+        With ``client_id``, the session must have been created through that client.
+        """
         token = RefreshToken.parse(raw)
-        if token is None:
+        if token is None or self.keys.partition_of_id(token.sid) >= self.settings.partitions:
             return False
         p = self.keys.partition_of_id(token.sid)
-        return await self._end(p, token.sid, "token", [token.gen, token.hash], "logout") is not None
+        extra = [token.gen, token.hash]
+        return await self._end(p, token.sid, "token", extra, "logout", client_id=client_id) is not None
 
     async def end(self, sid: str, *, owner: str | None = None, reason: str = "logout") -> str:
         """End a session by id (the owner's, or any for an admin); NotFound if it is not there."""
-        if not _valid_id(sid):
+        if not ID_RE.match(sid) or self.keys.partition_of_id(sid) >= self.settings.partitions:
             raise NotFound("no such session")
         p = self.keys.partition_of_id(sid)
         mode, extra = ("owner", [owner]) if owner is not None else ("admin", [])
@@ -253,15 +264,19 @@ class Sessions:
             raise NotFound("no such session")
         return sub
 
-    async def _end(self, p: int, sid: str, mode: str, extra: list[Any], reason: str) -> str | None:
+    async def _end(
+        self, p: int, sid: str, mode: str, extra: list[Any], reason: str, *, client_id: str | None = None
+    ) -> str | None:
         now = now_ms()
         deny_until, retention, channel = self.revocation_args(now)
         # The user index key needs the sub, which only the session knows: read it first.
         # A session that vanishes in between simply ends nowhere (the script checks).
-        sub = await self.store.client.hget(self.keys.session(p, sid), "u")
-        if sub is None:
+        found = await self.store.client.hmget(self.keys.session(p, sid), "u", "c")
+        if found[0] is None:
             return None
-        sub = _text(sub)
+        sub = text(found[0])
+        if client_id is not None and text(found[1]) != client_id:
+            raise UnauthorizedClient("the token was not issued through this client")
         args = [now, sid, mode, *extra, *[""] * (3 - len(extra)), deny_until, reason, retention, channel, p]
         k = self.keys
         ended = await self.store.scripts.end_session(
@@ -271,7 +286,7 @@ class Sessions:
         if ended is None:
             return None
         await self.store.confirm()
-        return _text(ended)
+        return text(ended)
 
     async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
         """Log a user out everywhere (or everywhere but ``keep_sid``); the number of sessions ended."""
@@ -279,7 +294,7 @@ class Sessions:
         k = self.keys
         index = k.user_index(p, sub)
         for _ in range(50):
-            sids = [_text(s) for s in await self.store.client.zrange(index, 0, -1)]
+            sids = [text(s) for s in await self.store.client.zrange(index, 0, -1)]
             now = now_ms()
             deny_until, retention, channel = self.revocation_args(now)
             keys = [index, k.cutoff(p, sub), k.seq(p), k.stream(p)]
@@ -311,7 +326,7 @@ class Sessions:
         """The user's live sessions, oldest first."""
         p = self.keys.partition_of_sub(sub)
         index = self.keys.user_index(p, sub)
-        sids = [_text(s) for s in await self.store.client.zrangebyscore(index, now_ms(), "+inf")]
+        sids = [text(s) for s in await self.store.client.zrangebyscore(index, now_ms(), "+inf")]
         if not sids:
             return []
         async with self.store.client.pipeline(transaction=False) as pipe:
@@ -323,14 +338,14 @@ class Sessions:
         out: list[SessionInfo] = []
         for i, sid in enumerate(sids):
             f, pttl = rows[2 * i], rows[2 * i + 1]
-            if f[0] is None or _text(f[0]) != sub or pttl is None or int(pttl) < 0:
+            if f[0] is None or text(f[0]) != sub or pttl is None or int(pttl) < 0:
                 continue
             out.append(
                 SessionInfo(
                     id=sid,
-                    device_name=_text(f[5] or b""),
-                    user_agent=_text(f[6] or b""),
-                    ip=_text(f[7] or b""),
+                    device_name=text(f[5] or b""),
+                    user_agent=text(f[6] or b""),
+                    ip=text(f[7] or b""),
                     created_at=int(f[1]) // 1000,
                     last_used_at=int(f[2]) // 1000,
                     expires_at=(now + int(pttl)) // 1000,
@@ -339,18 +354,3 @@ class Sessions:
             )
         out.sort(key=lambda r: r.created_at)
         return out
-
-
-def seal_hash(secret: str) -> str:
-    """The stored hash of a successor secret."""
-    from .tokens import secret_hash
-
-    return secret_hash(secret)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _valid_id(ident: str) -> bool:
-    return 3 <= len(ident) <= 64 and all(c in "0123456789abcdef" for c in ident[:2])

@@ -6,8 +6,9 @@ from aiohttp import web
 
 from .clients import Client, ClientRegistry
 from .config import Settings
+from .introspection import Introspector
 from .keys import KeyRing
-from .revocation import Revocations
+from .revocation import Revocations, Revoker
 from .sessions import Sessions
 from .store import Store
 from .tokens import AccessClaims, AccessTokens
@@ -19,6 +20,8 @@ TOKENS = web.AppKey("tokens", AccessTokens)
 CLIENTS = web.AppKey("clients", ClientRegistry)
 SESSIONS = web.AppKey("sessions", Sessions)
 REVOCATIONS = web.AppKey("revocations", Revocations)
+INTROSPECTOR = web.AppKey("introspector", Introspector)
+REVOKER = web.AppKey("revoker", Revoker)
 
 CLIENT = web.RequestKey("client", Client)
 CLAIMS = web.RequestKey("claims", AccessClaims)

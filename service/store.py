@@ -98,6 +98,11 @@ class Keyspace:
         return f"tw:{{{p}}}:ev"
 
 
+def text(value: Any) -> str:
+    """A Redis reply (bytes) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def load_script_source(name: str) -> str:
     """A script's Lua source, with the shared revocation prelude where it revokes."""
     lua = resources.files("service") / "lua"

@@ -49,6 +49,7 @@ RESERVED_CLAIMS: Final = frozenset(
     }
 )
 _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
 _REFRESH_RE: Final = re.compile(
     r"^twr_([0-9a-f]{2}[A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,8})\.([A-Za-z0-9_-]{32})\.([0-9a-f]{16})$"
 )
@@ -155,6 +156,8 @@ class AccessTokens:
 
     def __init__(self, ring: KeyRing, issuer: str, audience: str, ttl: int, leeway: int) -> None:
         self.ring = ring
+        # One options dict, built once: PyJWT's defaults check neither iss nor typ nor presence.
+        self._options: dict[str, Any] = {"require": list(REQUIRED_CLAIMS), "verify_iat": True}
         self.issuer = issuer
         self.audience = audience
         self.ttl = ttl
@@ -194,7 +197,12 @@ class AccessTokens:
         )
 
     def verify(self, token: str) -> AccessClaims:
-        """Verify signature and claims; raise InvalidToken for anything wrong."""
+        """Verify signature and claims; raise InvalidToken for anything wrong.
+
+        The algorithm comes from the key named by ``kid``, never from the token; the size
+        is capped before any parsing; a token whose lifetime exceeds ours is refused,
+        because deny entries for its session would expire before it does.
+        """
         if len(token) > MAX_TOKEN_BYTES or token.count(".") != 2:
             raise InvalidToken("malformed token")
         try:
@@ -218,11 +226,14 @@ class AccessTokens:
                 audience=self.audience,
                 issuer=self.issuer,
                 leeway=self.leeway,
-                options={"require": list(REQUIRED_CLAIMS), "verify_iat": True},
+                options=self._options,  # type: ignore[arg-type]
             )
-        except (jwt.PyJWTError, ValueError, TypeError, orjson.JSONDecodeError):
+        except (jwt.PyJWTError, ValueError, TypeError, OverflowError, orjson.JSONDecodeError):
             raise InvalidToken("invalid token") from None
-        return _claims(claims)
+        found = _claims(claims)
+        if found.exp - found.iat > self.ttl:
+            raise InvalidToken("lifetime longer than this issuer grants")
+        return found
 
 
 def _claims(claims: Mapping[str, Any]) -> AccessClaims:
@@ -235,6 +246,6 @@ def _claims(claims: Mapping[str, Any]) -> AccessClaims:
         raise InvalidToken("invalid claims")
     if not (isinstance(scope, str) and isinstance(client_id, str)):
         raise InvalidToken("invalid claims")
-    if len(sid) < 3 or len(jti) < 3:
+    if not (ID_RE.match(sid) and ID_RE.match(jti)) or not 0 < len(sub) <= 255:
         raise InvalidToken("invalid claims")
     return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, scope=scope, client_id=client_id, raw=claims)

@@ -37,6 +37,7 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (errors.UnsupportedTokenType, ErrorShape(400, "unsupported_token_type")),
     (errors.InvalidGrant, ErrorShape(400, "invalid_grant")),
     (errors.InvalidScope, ErrorShape(400, "invalid_scope")),
+    (errors.UnauthorizedClient, ErrorShape(400, "unauthorized_client")),
     (errors.ClientAuthError, ErrorShape(401, "invalid_client", 'Basic realm="tokenward", charset="UTF-8"')),
     (errors.InsufficientScope, ErrorShape(403, "insufficient_scope")),
     (errors.InvalidToken, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward", error="invalid_token"')),

@@ -8,9 +8,9 @@ import orjson
 from aiohttp import web
 
 from .. import state
-from ..errors import ClientAuthError, InvalidRequest, UnsupportedGrantType
+from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
-from . import auth, parsing
+from . import parsing
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -58,25 +58,25 @@ async def token(request: web.Request) -> web.Response:
 
 
 async def revoke(request: web.Request) -> web.Response:
-    """POST /oauth/revoke (RFC 7009). Invalid and unknown tokens answer 200 too."""
+    """POST /oauth/revoke (RFC 7009).
+
+    Who may revoke: whoever holds the token (presenting it is the proof; public clients
+    have nothing else), or a client authenticated with scope ``revoke``. A client that
+    authenticates without that scope may revoke only tokens issued through it. Invalid,
+    unknown and expired tokens answer 200 (§2.2).
+    """
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
     raw = data.get("token")
     if raw is None:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
-    if hint not in (None, "refresh_token", "access_token"):
-        hint = None  # RFC 7009 §2.2: an unknown hint is ignored
+    caller = None
     if "Authorization" in request.headers:
-        auth.client(request, "revoke")
-    await revoke_token(request, raw)
+        caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+    owner = None if caller is None or "revoke" in caller.scopes else caller.id
+    await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
     return web.Response(status=200, headers=NO_STORE)
-
-
-async def revoke_token(request: web.Request, raw: str) -> None:
-    """End what a token stands for; the holder of a token may always revoke it."""
-    sessions = request.app[state.SESSIONS]
-    await sessions.logout(raw)
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -87,6 +87,3 @@ async def jwks(request: web.Request) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "public, max-age=300, must-revalidate"},
     )
-
-
-__all__ = ["ClientAuthError", "jwks", "revoke", "token", "token_response"]

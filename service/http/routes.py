@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import health, oauth, sessions
+from . import gateway, health, oauth, sessions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,6 +16,10 @@ def setup_routes(app: web.Application) -> None:
             web.get("/.well-known/jwks.json", oauth.jwks),
             web.post("/oauth/token", oauth.token),
             web.post("/oauth/revoke", oauth.revoke),
+            web.post("/oauth/introspect", gateway.introspect),
+            web.route("*", "/v1/authz", gateway.authz),
+            web.route("*", "/v1/authz/{tail:.*}", gateway.authz),
+            web.post("/v1/revocations", sessions.revocations),
             web.post("/v1/sessions", sessions.create),
             web.get("/v1/me/sessions", sessions.my_sessions),
             web.delete("/v1/me/sessions", sessions.end_my_sessions),

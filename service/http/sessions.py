@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from typing import Any
 
 import orjson
@@ -16,6 +17,7 @@ from . import auth, parsing
 from .oauth import token_response
 
 MAX_CLAIMS_BYTES = 2048
+log = logging.getLogger("tokenward.audit")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -124,3 +126,23 @@ async def end_user_sessions(request: web.Request) -> web.Response:
     sub = _sub(request.match_info["sub"])
     ended = await request.app[state.SESSIONS].end_all(sub, reason="admin_logout_all")
     return _json({"ended": ended})
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """POST /v1/revocations (scope admin): ``{jti, exp} | {sid} | {sub}`` with a ``reason`` kept for audit."""
+    auth.client(request, "admin")
+    data = await parsing.json_object(request, request.app[state.SETTINGS].max_body_bytes)
+    kinds = [k for k in ("jti", "sid", "sub") if k in data]
+    if len(kinds) != 1:
+        raise InvalidRequest("give exactly one of jti, sid or sub")
+    kind = kinds[0]
+    ident = parsing.string(data, kind, required=True, max_len=255)
+    reason = parsing.string(data, "reason", max_len=200) or "admin"
+    exp = data.get("exp", 0)
+    if kind == "jti" and (not isinstance(exp, int) or isinstance(exp, bool) or not 0 < exp < 2**41):
+        raise InvalidRequest("exp (the token's expiry, epoch seconds) is required with jti")
+    if kind == "sub":
+        ident = _sub(ident)
+    await request.app[state.REVOKER].revoke_id(kind, ident, exp=exp, reason=reason)
+    log.info("revocation by %s: %s (reason: %s)", request[state.CLIENT].id, kind, reason)
+    return _json({"revoked": kind}, status=200)

@@ -1,0 +1,69 @@
+"""What gateways call: RFC 7662 introspection and forward-auth.
+
+Forward-auth (``/v1/authz``, any method, any path below it) serves nginx ``auth_request``,
+Traefik ForwardAuth, Envoy ext_authz (HTTP) and Caddy ``forward_auth``: allow is exactly 200
+(Envoy treats other 2xx as deny) with identity headers; a bad or revoked token is 401 with an
+RFC 6750 challenge; a missing required scope (``?scope=a%20b``) is 403; Redis unreachable is
+503 so clients keep their tokens rather than throw them away.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from .. import state
+from ..errors import InsufficientScope, InvalidRequest, InvalidToken
+from . import auth, parsing
+
+INACTIVE: Final = b'{"active":false}'
+_NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+async def introspect(request: web.Request) -> web.Response:
+    """POST /oauth/introspect (scope introspect)."""
+    auth.client(request, "introspect")
+    data = await parsing.form(request, request.app[state.SETTINGS].max_body_bytes)
+    token = data.get("token")
+    if token is None:
+        raise InvalidRequest("token is required")
+    found = await request.app[state.INTROSPECTOR].introspect(token, data.get("token_type_hint"))
+    # RFC 7662 §2.2: an inactive token gets exactly {"active": false}, whatever the reason.
+    body = INACTIVE if found is None else orjson.dumps(found)
+    return web.Response(body=body, content_type="application/json", headers=_NO_STORE)
+
+
+async def authz(request: web.Request) -> web.Response:
+    """Forward-auth: 200 with identity headers, or 401/403 with a Bearer challenge."""
+    token = parsing.bearer(request)
+    if token is None:
+        return _deny(401, 'Bearer realm="tokenward"')
+    try:
+        claims = await request.app[state.INTROSPECTOR].access(token)
+    except InvalidToken:
+        return _deny(401, 'Bearer realm="tokenward", error="invalid_token"')
+    required = parsing.scope(request.query["scope"]) if request.query.get("scope") else ""
+    if required:
+        granted = set(claims.scope.split())
+        missing = [s for s in required.split() if s not in granted]
+        if missing:
+            challenge = f'Bearer realm="tokenward", error="insufficient_scope", scope="{required}"'
+            return _deny(403, challenge, InsufficientScope(" ".join(missing)).detail)
+    return web.Response(
+        status=200,
+        headers={
+            "X-Auth-Request-User": claims.sub,
+            "X-Auth-Request-Session": claims.sid,
+            "X-Auth-Request-Scope": claims.scope,
+            "X-Auth-Request-Jti": claims.jti,
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _deny(status: int, challenge: str, detail: str = "") -> web.Response:
+    return web.Response(
+        status=status, text=detail, headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
+    )

@@ -1,0 +1,155 @@
+"""Real service processes (``python -m service serve``) and a real nginx, on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from service.clients import hash_secret
+from service.keys import KeyRing, to_pem
+from tests.support.redis_servers import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(directory: Path, ring: KeyRing, clients: dict[str, tuple[str, set[str]]]) -> dict[str, str]:
+    """Key files and a clients file in ``directory``; the environment that points at them."""
+    keys = directory / "keys"
+    keys.mkdir(exist_ok=True)
+    for kid, key in ring.keys.items():
+        (keys / f"{kid}.pem").write_bytes(to_pem(key.private))
+    lines = []
+    for cid, (secret, scopes) in clients.items():
+        scope_list = ", ".join(f'"{s}"' for s in sorted(scopes))
+        lines.append(f'[[clients]]\nid = "{cid}"\nsecret_hash = "{hash_secret(secret)}"\nscopes = [{scope_list}]\n')
+    (directory / "clients.toml").write_text("\n".join(lines))
+    return {"TOKENWARD_KEYS_DIR": str(keys), "TOKENWARD_CLIENTS_FILE": str(directory / "clients.toml")}
+
+
+class ServiceProcess:
+    """One ``tokenward serve`` process."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {
+            **os.environ,
+            "TOKENWARD_HOST": "127.0.0.1",
+            "TOKENWARD_PORT": str(self.port),
+            "TOKENWARD_ISSUER": "https://tokenward.test",
+            "TOKENWARD_AUDIENCE": "api.test",
+            "TOKENWARD_LOG_LEVEL": "WARNING",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = Path(tempfile.mkstemp(prefix="tw-service-", suffix=".log")[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServiceProcess:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve"], env=self.env, cwd=ROOT, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"service exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp,  # noqa: S310 - loopback
+            ):
+                if resp.status == 200:
+                    return self
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service did not start: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def terminate(self) -> int:
+        """SIGTERM and wait; the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(30)
+        self.proc = None
+        return code
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(10)
+            self.proc = None
+
+
+def find_nginx() -> str:
+    """Debian's nginx; the suite installs it (scripts/install-system-deps)."""
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        raise RuntimeError("nginx is not installed: run scripts/install-system-deps (Debian package nginx)")
+    return found
+
+
+class Nginx:
+    """nginx running deploy/nginx/tokenward.conf, pointed at loopback ports."""
+
+    def __init__(self, tokenward_url: str, upstream_url: str) -> None:
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="tw-nginx-"))
+        snippet = (ROOT / "deploy" / "nginx" / "tokenward.conf").read_text()
+        snippet = snippet.replace("http://tokenward:8080", tokenward_url)
+        snippet = snippet.replace("http://resource-server:8081", upstream_url)
+        snippet = snippet.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        d = self.dir
+        (d / "nginx.conf").write_text(
+            f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
+            "events { worker_connections 256; }\n"
+            f"http {{\n access_log off;\n client_body_temp_path {d}/body;\n proxy_temp_path {d}/proxy;\n"
+            f" fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n"
+            f"{snippet}\n}}\n"
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> Nginx:
+        self.proc = subprocess.Popen(
+            [find_nginx(), "-p", str(self.dir), "-c", str(self.dir / "nginx.conf"), "-g", "daemon off;"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"nginx exited: {err}")
+            with contextlib.suppress(OSError), socket_connect(self.port):
+                return self
+            time.sleep(0.05)
+        raise RuntimeError("nginx did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            if self.proc.stderr:
+                self.proc.stderr.close()
+            self.proc = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def socket_connect(port: int):  # type: ignore[no-untyped-def]
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        yield s
