@@ -1,0 +1,115 @@
+"""The deny rule and the lifetimes of deny entries, on real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from aiohttp.test_utils import TestClient
+
+from service import state
+from service.revocation import denied
+from service.tokens import AccessClaims
+from tests.conftest import AppFactory, basic
+from tests.factories import login
+
+
+class TestRule:
+    @pytest.mark.parametrize(
+        ("jti", "sid", "cutoff", "iat", "expected"),
+        [
+            (None, None, None, 100, False),
+            (b"1", None, None, 100, True),
+            (None, b"1", None, 100, True),
+            (None, None, b"99", 100, False),
+            (None, None, b"100", 100, True),  # equal seconds: denied
+            (None, None, b"101", 100, True),
+            (b"1", b"1", b"1", 100, True),
+        ],
+    )
+    def test_which_entries_apply(self, jti: Any, sid: Any, cutoff: Any, iat: int, expected: bool) -> None:
+        assert denied(jti, sid, cutoff, iat) is expected
+
+
+def claims_of(client: TestClient[Any, Any], token: str) -> AccessClaims:
+    result: AccessClaims = client.app[state.TOKENS].verify(token)
+    return result
+
+
+class TestEntries:
+    async def test_each_kind_matches_only_its_tokens(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        """jti denies one token, sid one session's tokens, sub one user's older tokens."""
+        revocations = client.app[state.REVOCATIONS]
+        a1 = await login(client, "ann")
+        a2 = await login(client, "ann")
+        b1 = await login(client, "ben")
+        ca1, ca2, cb1 = (claims_of(client, t["access_token"]) for t in (a1, a2, b1))
+
+        await revocations.revoke_jti(ca1.jti, ca1.exp, "test")
+        assert [await revocations.is_denied(c) for c in (ca1, ca2, cb1)] == [True, False, False]
+
+        await client.app[state.REVOKER].revoke_id("sid", ca2.sid)
+        assert [await revocations.is_denied(c) for c in (ca2, cb1)] == [True, False]
+        # A new token of another session of the same user is untouched by the sid entry.
+        a3 = await login(client, "ann")
+        assert not await revocations.is_denied(claims_of(client, a3["access_token"]))
+
+        await client.delete("/v1/users/ann/sessions", headers=basic("admin"))
+        assert await revocations.is_denied(claims_of(client, a3["access_token"]))
+        assert not await revocations.is_denied(cb1), "another user's tokens are untouched"
+        a4 = await login(client, "ann")
+        assert not await revocations.is_denied(claims_of(client, a4["access_token"])), "issued after the cut-off"
+
+    async def test_ttls_equal_the_rules(self, make_client: AppFactory, redis_client: aioredis.Redis) -> None:
+        client = await make_client(access_ttl=60, leeway=5)
+        revocations = client.app[state.REVOCATIONS]
+        s = await login(client, "cal")
+        c = claims_of(client, s["access_token"])
+        now = time.time()
+        await revocations.revoke_jti(c.jti, c.exp, "test")
+        jti_ttl = await redis_client.pttl(f"tw:{{0}}:dj:{c.jti}") / 1000
+        assert abs(jti_ttl - (c.exp + 5 - now)) < 1.5, "jti: until the token's exp plus leeway"
+        await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
+        sid_ttl = await redis_client.pttl(f"tw:{{0}}:ds:{c.sid}") / 1000
+        assert 63 <= sid_ttl <= 65, "sid: access TTL plus leeway, never the refresh lifetime"
+        await client.delete("/v1/users/cal/sessions", headers=basic("admin"))
+        sub_ttl = await redis_client.pttl("tw:{0}:dc:cal") / 1000
+        assert 63 <= sub_ttl <= 65
+        assert int(await redis_client.get("tw:{0}:dc:cal")) == int(time.time())
+
+    async def test_expired_token_needs_no_entry(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        seq = await client.app[state.REVOCATIONS].revoke_jti("00expiredtoken", int(time.time()) - 100, "test")
+        assert seq == 0
+        assert not await redis_client.exists("tw:{0}:dj:00expiredtoken")
+        assert not await redis_client.exists("tw:{0}:ev"), "no entry, no event"
+
+    async def test_entries_vanish_after_last_matching_token_expires(
+        self, make_client: AppFactory, redis_client: aioredis.Redis
+    ) -> None:
+        client = await make_client(access_ttl=1, leeway=0)
+        s = await login(client, "dora")
+        c = claims_of(client, s["access_token"])
+        await client.app[state.REVOCATIONS].revoke_jti(c.jti, c.exp, "test")
+        await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
+        assert await redis_client.exists(f"tw:{{0}}:dj:{c.jti}", f"tw:{{0}}:ds:{c.sid}") == 2
+        await asyncio.sleep(2.2)
+        assert await redis_client.exists(f"tw:{{0}}:dj:{c.jti}", f"tw:{{0}}:ds:{c.sid}") == 0
+
+    async def test_every_revocation_writes_one_event(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        """Deny entry and event are written together (the events issue builds on this)."""
+        s = await login(client, "eve")
+        await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
+        await client.post("/oauth/revoke", data={"token": s["access_token"]})
+        entries = await redis_client.xrange("tw:{0}:ev")
+        kinds = [e[1][b"e"] for e in entries]
+        assert len(kinds) == 2
+        assert b'"kind":"sid"' in kinds[0] and b'"kind":"jti"' in kinds[1]
