@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
+from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
 
@@ -127,10 +128,64 @@ class Settings:
                 f"but {PREFIX}HOST={self.host!r} is not a loopback address: every replica would "
                 f"keep private state. Set {PREFIX}REDIS_URL (or bind to 127.0.0.1 for development)."
             )
+        if self.redis_url is not None:
+            RedisTarget.parse(self.redis_url.value)
         if not self.embedded and self.keys_dir is None:
             raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
         if not self.embedded and self.clients_file is None:
             raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
+
+
+@dataclass(frozen=True, slots=True)
+class RedisTarget:
+    """A parsed ``TOKENWARD_REDIS_URL``."""
+
+    kind: str  # "redis" | "sentinel" | "cluster"
+    url: str = ""
+    hosts: tuple[tuple[str, int], ...] = ()
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, url: str) -> RedisTarget:
+        """Parse redis://, rediss://, unix://, redis+sentinel:// and redis+cluster:// URLs."""
+        scheme, sep, _ = url.partition("://")
+        if not sep:
+            raise ConfigError("TOKENWARD_REDIS_URL must look like redis://host:port/db")
+        scheme = scheme.lower()
+        if scheme in ("redis", "rediss", "unix"):
+            return cls("redis", url=url)
+        if scheme not in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
+            raise ConfigError(
+                f"TOKENWARD_REDIS_URL has unknown scheme {scheme!r}: use redis, rediss, redis+sentinel or redis+cluster"
+            )
+        parts = urlsplit(url)
+        username = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password else None
+        netloc = parts.netloc.rpartition("@")[2]
+        hosts = []
+        for item in netloc.split(","):
+            host, _, port = item.rpartition(":")
+            try:
+                hosts.append((host.strip("[]") or "127.0.0.1", int(port)))
+            except ValueError:
+                raise ConfigError(f"TOKENWARD_REDIS_URL: {item!r} is not host:port") from None
+        path = [p for p in parts.path.split("/") if p]
+        tls = scheme.startswith("rediss")
+        if scheme.endswith("sentinel"):
+            if not path:
+                raise ConfigError("TOKENWARD_REDIS_URL: redis+sentinel:// needs /<master name>[/<db>]")
+            try:
+                db = int(path[1]) if len(path) > 1 else 0
+            except ValueError:
+                raise ConfigError("TOKENWARD_REDIS_URL: the sentinel db must be a number") from None
+            return cls(
+                "sentinel", hosts=tuple(hosts), service=path[0], db=db, username=username, password=password, tls=tls
+            )
+        return cls("cluster", hosts=tuple(hosts), username=username, password=password, tls=tls)
 
 
 def _is_loopback(host: str) -> bool:

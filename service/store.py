@@ -44,9 +44,14 @@ from importlib import resources
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from .config import Settings
+from .config import RedisTarget, Settings
+from .errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -134,13 +139,20 @@ class Store:
         self._wait_replicas = settings.wait_replicas
         self._wait_timeout_ms = settings.wait_timeout_ms
 
-    async def confirm(self) -> None:
-        """Make an acknowledged revocation survive a failover: wait for replicas (WAIT)."""
+    async def confirm(self, partition: int = 0) -> None:
+        """Make an acknowledged revocation survive a failover: wait for replicas (WAIT).
+
+        WAIT covers every write this connection made before it; on a cluster it goes to
+        the primary that owns the partition's slot.
+        """
         if self._wait_replicas <= 0:
             return
-        from .errors import StoreUnavailable
-
-        acked = await self.client.execute_command("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        args = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
+        if isinstance(self.client, RedisCluster):
+            node = self.client.get_node_from_key(self.keys.seq(partition))
+            acked = await self.client.execute_command(*args, target_nodes=node)
+        else:
+            acked = await self.client.execute_command(*args)
         if int(acked) < self._wait_replicas:
             raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas confirmed the write in time")
 
@@ -160,16 +172,27 @@ def create_client(settings: Settings) -> tuple[Any, str]:
 
         # lua_modules=set() makes fakeredis run scripts with lupa, as real Redis would.
         return fakeredis.FakeAsyncRedis(lua_modules=set()), "embedded"
-    url = settings.redis_url.value
-    client = aioredis.Redis.from_url(
-        url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=15,
-        retry_on_timeout=False,
-        max_connections=256,
+    target = RedisTarget.parse(settings.redis_url.value)
+    common: dict[str, Any] = {
+        "socket_timeout": settings.redis_timeout,
+        "socket_connect_timeout": settings.redis_timeout,
+        "health_check_interval": 15,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if target.kind == "redis":
+        return aioredis.Redis.from_url(target.url, max_connections=256, **common), "redis"
+    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.kind == "sentinel":
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.hosts), sentinel_kwargs={**common, "ssl": target.tls}, ssl=target.tls, **auth, **common
+        )
+        client = sentinel.master_for(target.service, db=target.db, max_connections=256)
+        return client, "sentinel"
+    nodes = [ClusterNode(host, port) for host, port in target.hosts]
+    cluster = RedisCluster(
+        startup_nodes=nodes, ssl=target.tls, max_connections=256, require_full_coverage=True, **auth, **common
     )
-    return client, "redis"
+    return cluster, "cluster"
 
 
 async def connect(settings: Settings, attempts: int = 5) -> Store:

@@ -11,12 +11,14 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from service.app import create_app
 from service.clients import SCOPES, Client, ClientRegistry, hash_secret
 from service.config import Secret, Settings
 from service.keys import KeyRing, generate, make_key
-from tests.support.redis_servers import RedisServer
+from service.store import Keyspace
+from tests.support.redis_servers import RedisCluster, RedisServer
 
 CLIENT_SECRETS = {
     "login": ("login-secret-0123456789abcdef", {"sessions:write"}),
@@ -34,12 +36,45 @@ def basic(client_id: str, secret: str | None = None) -> dict[str, str]:
     return {"Authorization": f"Basic {raw}"}
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked ``topologies("standalone", "cluster")`` run once per topology."""
+    if "topology" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("topologies")
+        metafunc.parametrize("topology", marker.args if marker else ("standalone",), scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[RedisServer]:
+def standalone_redis() -> Iterator[RedisServer]:
     """One real redis-server for the whole run; tests flush it."""
     server = RedisServer().start()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def cluster_redis() -> Iterator[RedisCluster]:
+    """A real three-primary Redis Cluster for the whole run."""
+    cluster = RedisCluster(3).start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(topology: str, request: pytest.FixtureRequest) -> RedisServer | RedisCluster:
+    """The Redis of the test's topology (standalone unless the module asks for more)."""
+    server: RedisServer | RedisCluster = request.getfixturevalue(f"{topology}_redis")
+    return server
+
+
+@pytest.fixture(scope="session")
+def partitions(topology: str) -> int:
+    """Key partitions: 16 on a cluster so sessions spread over its primaries."""
+    return 16 if topology == "cluster" else 1
+
+
+@pytest.fixture(name="keys")
+def _keys(partitions: int) -> Keyspace:
+    return Keyspace(partitions)
 
 
 @pytest.fixture(scope="session")
@@ -56,19 +91,24 @@ def clients() -> ClientRegistry:
 
 
 @pytest.fixture
-async def redis_client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+async def redis_client(redis_server: RedisServer | RedisCluster) -> AsyncIterator[aioredis.Redis]:
     """A client on the test Redis, flushed before the test."""
-    client = aioredis.Redis.from_url(redis_server.url)
+    client: Any
+    if isinstance(redis_server, RedisCluster):
+        client = AsyncRedisCluster(host="127.0.0.1", port=redis_server.nodes[0].port)
+    else:
+        client = aioredis.Redis.from_url(redis_server.url)
     await client.flushall()
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def settings(redis_server: RedisServer, tmp_path: Any) -> Settings:
+def settings(redis_server: RedisServer | RedisCluster, partitions: int, tmp_path: Any) -> Settings:
     """Settings pointing at the test Redis."""
     return Settings(
         redis_url=Secret(redis_server.url),
+        partitions=partitions,
         issuer="https://tokenward.test",
         audience="api.test",
         keys_dir=tmp_path,

@@ -12,9 +12,12 @@ from aiohttp.test_utils import TestClient
 
 from service import state
 from service.revocation import denied
+from service.store import Keyspace
 from service.tokens import AccessClaims
 from tests.conftest import AppFactory, basic
 from tests.factories import login
+
+pytestmark = pytest.mark.topologies("standalone", "cluster")
 
 
 class TestRule:
@@ -65,52 +68,56 @@ class TestEntries:
         a4 = await login(client, "ann")
         assert not await revocations.is_denied(claims_of(client, a4["access_token"])), "issued after the cut-off"
 
-    async def test_ttls_equal_the_rules(self, make_client: AppFactory, redis_client: aioredis.Redis) -> None:
+    async def test_ttls_equal_the_rules(
+        self, make_client: AppFactory, redis_client: aioredis.Redis, keys: Keyspace
+    ) -> None:
         client = await make_client(access_ttl=60, leeway=5)
         revocations = client.app[state.REVOCATIONS]
         s = await login(client, "cal")
         c = claims_of(client, s["access_token"])
         now = time.time()
         await revocations.revoke_jti(c.jti, c.exp, "test")
-        jti_ttl = await redis_client.pttl(f"tw:{{0}}:dj:{c.jti}") / 1000
+        p = keys.partition_of_sub("cal")
+        jti_ttl = await redis_client.pttl(keys.deny_jti(p, c.jti)) / 1000
         assert abs(jti_ttl - (c.exp + 5 - now)) < 1.5, "jti: until the token's exp plus leeway"
         await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
-        sid_ttl = await redis_client.pttl(f"tw:{{0}}:ds:{c.sid}") / 1000
+        sid_ttl = await redis_client.pttl(keys.deny_sid(p, c.sid)) / 1000
         assert 63 <= sid_ttl <= 65, "sid: access TTL plus leeway, never the refresh lifetime"
         await client.delete("/v1/users/cal/sessions", headers=basic("admin"))
-        sub_ttl = await redis_client.pttl("tw:{0}:dc:cal") / 1000
+        sub_ttl = await redis_client.pttl(keys.cutoff(p, "cal")) / 1000
         assert 63 <= sub_ttl <= 65
-        cutoff: Any = await redis_client.get("tw:{0}:dc:cal")
+        cutoff: Any = await redis_client.get(keys.cutoff(p, "cal"))
         assert int(cutoff) == int(time.time())
 
     async def test_expired_token_needs_no_entry(
-        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace
     ) -> None:
         seq = await client.app[state.REVOCATIONS].revoke_jti("00expiredtoken", int(time.time()) - 100, "test")
         assert seq == 0
-        assert not await redis_client.exists("tw:{0}:dj:00expiredtoken")
-        assert not await redis_client.exists("tw:{0}:ev"), "no entry, no event"
+        assert not await redis_client.exists(keys.deny_jti(0, "00expiredtoken"))
+        assert not await redis_client.exists(keys.stream(0)), "no entry, no event"
 
     async def test_entries_vanish_after_last_matching_token_expires(
-        self, make_client: AppFactory, redis_client: aioredis.Redis
+        self, make_client: AppFactory, redis_client: aioredis.Redis, keys: Keyspace
     ) -> None:
         client = await make_client(access_ttl=1, leeway=0)
         s = await login(client, "dora")
         c = claims_of(client, s["access_token"])
         await client.app[state.REVOCATIONS].revoke_jti(c.jti, c.exp, "test")
         await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
-        assert await redis_client.exists(f"tw:{{0}}:dj:{c.jti}", f"tw:{{0}}:ds:{c.sid}") == 2
+        p = keys.partition_of_sub("dora")
+        assert await redis_client.exists(keys.deny_jti(p, c.jti), keys.deny_sid(p, c.sid)) == 2
         await asyncio.sleep(2.2)
-        assert await redis_client.exists(f"tw:{{0}}:dj:{c.jti}", f"tw:{{0}}:ds:{c.sid}") == 0
+        assert await redis_client.exists(keys.deny_jti(p, c.jti), keys.deny_sid(p, c.sid)) == 0
 
     async def test_every_revocation_writes_one_event(
-        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace
     ) -> None:
         """Deny entry and event are written together (the events issue builds on this)."""
         s = await login(client, "eve")
         await client.post("/oauth/revoke", data={"token": s["refresh_token"]})
         await client.post("/oauth/revoke", data={"token": s["access_token"]})
-        entries: Any = await redis_client.xrange("tw:{0}:ev")
+        entries: Any = await redis_client.xrange(keys.stream(keys.partition_of_sub("eve")))
         kinds = [e[1][b"e"] for e in entries]
         assert len(kinds) == 2
         assert b'"kind":"sid"' in kinds[0] and b'"kind":"jti"' in kinds[1]

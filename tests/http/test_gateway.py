@@ -18,6 +18,8 @@ from service.keys import KeyRing, generate, make_key
 from tests.conftest import basic
 from tests.factories import b64, bearer, forge, good_claims, login, refresh
 
+pytestmark = pytest.mark.topologies("standalone", "cluster")
+
 INACTIVE = b'{"active":false}'
 
 

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
@@ -40,12 +41,13 @@ def find_redis_server() -> str:
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on right now (and never 6379)."""
+    """A loopback port nobody listens on right now: never 6379, and at most 55535 because a
+    cluster node also listens on its port + 10000."""
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-        if port != 6379:
+        if port != 6379 and port <= 55535:
             return port
 
 
@@ -86,7 +88,7 @@ class RedisServer:
             *self.extra,
         ]
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0) -> Self:
         self.proc = subprocess.Popen(self.args(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.wait_ready(timeout)
         return self
@@ -138,3 +140,122 @@ class RedisServer:
         self.stop()
         with contextlib.suppress(OSError):
             shutil.rmtree(self.dir)
+
+
+class RedisCluster:
+    """A Redis Cluster of ``primaries`` primaries on loopback, slots split evenly, no replicas."""
+
+    def __init__(self, primaries: int = 3) -> None:
+        self.nodes = [
+            RedisServer(
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--cluster-require-full-coverage",
+                "yes",
+            )
+            for _ in range(primaries)
+        ]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 20.0) -> RedisCluster:
+        for node in self.nodes:
+            node.start()
+        per = 16384 // len(self.nodes)
+        for i, node in enumerate(self.nodes):
+            last = 16383 if i == len(self.nodes) - 1 else (i + 1) * per - 1
+            with node.client() as c:
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
+        with self.nodes[0].client() as c:
+            for other in self.nodes[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port)
+        deadline = time.monotonic() + timeout
+        while True:
+            states = []
+            for node in self.nodes:
+                with node.client() as c:
+                    info = c.execute_command("CLUSTER", "INFO").decode()
+                    states.append("cluster_state:ok" in info and f"cluster_known_nodes:{len(self.nodes)}" in info)
+            if all(states):
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("the test cluster did not reach cluster_state:ok")
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
+class SentinelServer(RedisServer):
+    """One redis-sentinel process watching ``master`` under the name ``mymaster``."""
+
+    def __init__(self, master: RedisServer, name: str = "mymaster") -> None:
+        super().__init__()
+        self.name = name
+        self.conf = self.dir / "sentinel.conf"
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\nlogfile {self.dir}/sentinel.log\n"
+            f"sentinel monitor {name} 127.0.0.1 {master.port} 2\n"
+            f"sentinel down-after-milliseconds {name} 1000\n"
+            f"sentinel failover-timeout {name} 5000\n"
+            f"sentinel parallel-syncs {name} 1\n"
+        )
+
+    def args(self) -> list[str]:
+        return [self.binary, str(self.conf), "--sentinel"]
+
+
+class SentinelGroup:
+    """A primary, one replica and three sentinels: the smallest group that fails over."""
+
+    def __init__(self) -> None:
+        self.primary = RedisServer(appendonly=True)
+        self.replica: RedisServer | None = None
+        self.sentinels: list[SentinelServer] = []
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/mymaster/0"
+
+    def start(self) -> SentinelGroup:
+        self.primary.start()
+        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True).start()
+        deadline = time.monotonic() + 10
+        while True:
+            with self.replica.client() as c:
+                if c.info("replication").get("master_link_status") == "up":
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not sync")
+            time.sleep(0.05)
+        self.sentinels = [SentinelServer(self.primary).start() for _ in range(3)]
+        deadline = time.monotonic() + 10
+        while True:
+            with self.sentinels[0].client() as c:
+                replicas = c.execute_command("SENTINEL", "REPLICAS", "mymaster")
+                others = c.execute_command("SENTINEL", "SENTINELS", "mymaster")
+            if replicas and len(others) >= 2:
+                return self
+            if time.monotonic() > deadline:
+                raise RuntimeError("the sentinels did not discover each other")
+            time.sleep(0.1)
+
+    def master_port(self) -> int:
+        with self.sentinels[0].client() as c:
+            _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+        return int(port)
+
+    def close(self) -> None:
+        for s in self.sentinels:
+            s.close()
+        if self.replica:
+            self.replica.close()
+        self.primary.close()
