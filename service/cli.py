@@ -25,6 +25,8 @@ def serve(settings: Settings) -> int:
 
     from .app import DEV_CLIENT, create_app
 
+    if not settings.embedded and check(settings, quiet=True) != 0:
+        return 1
     app = create_app(settings)
     if settings.embedded:
         logging.getLogger("tokenward").warning(
@@ -49,18 +51,29 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def check(settings: Settings) -> int:
-    """Connect to the store and verify it is fit for production; 0 when it is."""
-    from .store import connect
+def check(settings: Settings, *, quiet: bool = False) -> int:
+    """Connect to the store and verify it is fit for production; 0 when it is, 1 when not."""
+    from redis.exceptions import RedisError
+
+    from .store import check_fitness, connect
 
     async def run() -> int:
-        store = await connect(settings, attempts=2)
         try:
-            await store.ping()
-            print(f"ok: {store.kind} store reachable")
-            return 0
+            store = await connect(settings, attempts=2)
+        except (OSError, RedisError) as exc:
+            print(f"tokenward: cannot reach Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
+            return 1
+        try:
+            fitness = await check_fitness(store)
         finally:
             await store.aclose()
+        for warning in fitness.warnings:
+            print(f"tokenward: warning: {warning}", file=sys.stderr)
+        for error in fitness.errors:
+            print(f"tokenward: refusing this Redis: {error}", file=sys.stderr)
+        if not fitness.errors and not quiet:
+            print(f"ok: {store.kind} store reachable and fit")
+        return 1 if fitness.errors else 0
 
     return asyncio.run(run())
 

@@ -130,6 +130,11 @@ class Settings:
             )
         if self.redis_url is not None:
             RedisTarget.parse(self.redis_url.value)
+        if self.wait_replicas and self.wait_timeout_ms >= self.redis_timeout * 1000:
+            raise ConfigError(
+                f"{PREFIX}WAIT_TIMEOUT_MS ({self.wait_timeout_ms}) must be shorter than "
+                f"{PREFIX}REDIS_TIMEOUT ({self.redis_timeout}s), or every slow WAIT becomes a broken connection"
+            )
         if not self.embedded and self.keys_dir is None:
             raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
         if not self.embedded and self.clients_file is None:

@@ -74,7 +74,7 @@ class Revocations:
             )
         )
         if seq:
-            await self.store.confirm()
+            await self.store.confirm(p)
         return seq
 
 

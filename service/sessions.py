@@ -196,7 +196,7 @@ class Sessions:
                 raise InvalidScope("the requested scope exceeds the granted scope")
             raise InvalidGrant()
         if status == -1:
-            await self.store.confirm()
+            await self.store.confirm(p)
             raise InvalidGrant()
         if status == 3:
             if token.authentic(text(result[1])):
@@ -285,7 +285,7 @@ class Sessions:
         )
         if ended is None:
             return None
-        await self.store.confirm()
+        await self.store.confirm(p)
         return text(ended)
 
     async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
@@ -318,7 +318,7 @@ class Sessions:
                 )
             )
             if ended >= 0:
-                await self.store.confirm()
+                await self.store.confirm(p)
                 return ended
         raise InvalidGrant("the session list kept changing; try again")  # pragma: no cover
 

@@ -195,6 +195,47 @@ def create_client(settings: Settings) -> tuple[Any, str]:
     return cluster, "cluster"
 
 
+@dataclass(frozen=True, slots=True)
+class Fitness:
+    """What the start-up self-check found: errors refuse the start, warnings are logged."""
+
+    errors: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
+async def check_fitness(store: Store) -> Fitness:
+    """Is this Redis safe for sessions and deny entries? Checks every primary.
+
+    Eviction would silently drop revocations (every key has a TTL, so even volatile-*
+    policies pick them), so anything but ``noeviction`` is refused. Without AOF a crash
+    forgets recent revocations, which is worth a warning, not a refusal.
+    """
+    if store.kind == "embedded":
+        return Fitness((), ("embedded store: nothing is persisted",))
+    client = store.client
+    nodes: list[tuple[str, Any]] = []
+    if isinstance(client, RedisCluster):
+        for node in client.get_primaries():
+            nodes.append((node.name, node))
+    else:
+        nodes.append(("primary", None))
+    errors: list[str] = []
+    warnings: list[str] = []
+    for name, node in nodes:
+        kwargs = {"target_nodes": node} if node is not None else {}
+        memory = await client.info("memory", **kwargs)
+        persistence = await client.info("persistence", **kwargs)
+        policy = memory.get("maxmemory_policy", "unknown")
+        if policy != "noeviction":
+            errors.append(
+                f"{name}: maxmemory-policy is {policy!r}; it could evict sessions and deny entries. "
+                "Set maxmemory-policy noeviction (and keep caches in another Redis)."
+            )
+        if not int(persistence.get("aof_enabled", 0)):
+            warnings.append(f"{name}: appendonly is off; a crash forgets revocations since the last snapshot")
+    return Fitness(tuple(errors), tuple(warnings))
+
+
 async def connect(settings: Settings, attempts: int = 5) -> Store:
     """Connect with bounded retries and a ping, so start-up fails clearly, not later."""
     client, kind = create_client(settings)

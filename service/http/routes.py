@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import gateway, health, oauth, sessions
+from . import events, gateway, health, oauth, sessions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -20,6 +20,8 @@ def setup_routes(app: web.Application) -> None:
             web.route("*", "/v1/authz", gateway.authz),
             web.route("*", "/v1/authz/{tail:.*}", gateway.authz),
             web.post("/v1/revocations", sessions.revocations),
+            web.get("/v1/revocations", events.revocations),
+            web.get("/v1/revocations/events", events.events),
             web.post("/v1/sessions", sessions.create),
             web.get("/v1/me/sessions", sessions.my_sessions),
             web.delete("/v1/me/sessions", sessions.end_my_sessions),

@@ -213,11 +213,12 @@ class SentinelServer(RedisServer):
 
 
 class SentinelGroup:
-    """A primary, one replica and three sentinels: the smallest group that fails over."""
+    """A primary, two replicas and three sentinels: after a failover one replica is left to
+    confirm writes (WAIT), as production needs."""
 
     def __init__(self) -> None:
         self.primary = RedisServer(appendonly=True)
-        self.replica: RedisServer | None = None
+        self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
 
     @property
@@ -225,37 +226,41 @@ class SentinelGroup:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
         return f"redis+sentinel://{hosts}/mymaster/0"
 
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, *self.replicas]
+
     def start(self) -> SentinelGroup:
         self.primary.start()
-        self.replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True).start()
+        for _ in range(2):
+            replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True).start()
+            self.replicas.append(replica)
         deadline = time.monotonic() + 10
         while True:
-            with self.replica.client() as c:
-                if c.info("replication").get("master_link_status") == "up":
+            with self.primary.client() as c:
+                if int(c.info("replication").get("connected_slaves", 0)) == 2:
                     break
             if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not sync")
+                raise RuntimeError("the replicas did not sync")
             time.sleep(0.05)
         self.sentinels = [SentinelServer(self.primary).start() for _ in range(3)]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 15
         while True:
             with self.sentinels[0].client() as c:
                 replicas = c.execute_command("SENTINEL", "REPLICAS", "mymaster")
                 others = c.execute_command("SENTINEL", "SENTINELS", "mymaster")
-            if replicas and len(others) >= 2:
+            if len(replicas) == 2 and len(others) >= 2:
                 return self
             if time.monotonic() > deadline:
                 raise RuntimeError("the sentinels did not discover each other")
             time.sleep(0.1)
 
-    def master_port(self) -> int:
+    def master(self) -> RedisServer:
+        """The server the sentinels currently name as primary."""
         with self.sentinels[0].client() as c:
             _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
-        return int(port)
+        return next(s for s in self.servers if s.port == int(port))
 
     def close(self) -> None:
-        for s in self.sentinels:
+        for s in [*self.sentinels, *self.replicas, self.primary]:
             s.close()
-        if self.replica:
-            self.replica.close()
-        self.primary.close()

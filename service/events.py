@@ -1,0 +1,205 @@
+"""The revocation event log, read over HTTP by resource servers that cannot reach Redis.
+
+Redis holds, per partition, a counter ``tw:{p}:seq`` and a stream ``tw:{p}:ev`` (see
+``store.py``); the wire schema is the SDK's (``service.sdk.events``; the server imports
+the SDK, never the reverse) and ``docs/events.md`` is the contract.
+
+Cursor. A position in every partition's stream, written
+``1.<p>_<xid>_<seq>[.<p>_<xid>_<seq>...]``: the format version, then for each partition
+the last stream entry id seen and its seq (``0-0`` and ``0`` when the stream was empty).
+It is URL-safe and is what SSE sends as ``id:``, so ``Last-Event-ID`` resumes. A cursor
+whose next event is no longer in the stream (the seq after it was trimmed, or the
+counter restarted) is expired: the client must reload the snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+
+from .config import Settings
+from .errors import InvalidRequest
+from .sdk.events import Event, EventFormatError, deny_pattern, parse_deny_key, parse_event, seq_key, stream_key
+from .store import Store
+
+CURSOR_VERSION: Final = "1"
+_POSITION_RE: Final = re.compile(r"^([0-9]{1,3})_([0-9]{1,20}-[0-9]{1,20})_([0-9]{1,20})$")
+
+
+class CursorExpired(Exception):
+    """The events after a cursor are gone from the stream: reload the snapshot."""
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """The last stream entry seen in one partition, and its seq (0: none yet)."""
+
+    xid: str = "0-0"
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A position per partition; the text form is the SSE id."""
+
+    positions: tuple[Position, ...]
+
+    def encode(self) -> str:
+        """``1.<p>_<xid>_<seq>...``."""
+        parts = (f"{p}_{pos.xid}_{pos.seq}" for p, pos in enumerate(self.positions))
+        return ".".join((CURSOR_VERSION, *parts))
+
+    def after(self, event: Event) -> Cursor:
+        """The cursor once ``event`` has been delivered."""
+        positions = list(self.positions)
+        positions[event.p] = Position(event.xid or positions[event.p].xid, event.seq)
+        return replace(self, positions=tuple(positions))
+
+    @classmethod
+    def parse(cls, raw: str, partitions: int) -> Cursor:
+        """Parse a cursor; InvalidRequest (400) for anything malformed or for other partitions."""
+        version, _, rest = raw.strip().partition(".")
+        if version != CURSOR_VERSION or not rest:
+            raise InvalidRequest("unknown cursor format")
+        found: dict[int, Position] = {}
+        for item in rest.split("."):
+            m = _POSITION_RE.match(item)
+            if m is None:
+                raise InvalidRequest("malformed cursor")
+            found[int(m[1])] = Position(m[2], int(m[3]))
+        if sorted(found) != list(range(partitions)):
+            raise InvalidRequest("the cursor does not match this deployment's partitions")
+        return cls(tuple(found[p] for p in range(partitions)))
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class EventLog:
+    """Snapshots, positions and reads of the per-partition streams."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.partitions = settings.partitions
+
+    async def position(self) -> Cursor:
+        """The current end of every stream (counter and newest entry read in one MULTI)."""
+        out = []
+        for p in range(self.partitions):
+            async with self.store.client.pipeline(transaction=True) as pipe:
+                pipe.get(seq_key(p))
+                pipe.xrevrange(stream_key(p), max="+", min="-", count=1)
+                raw_seq, top = await pipe.execute()
+            # An empty stream with a live counter: the next event is seq+1 at any xid.
+            out.append(Position(_text(top[0][0]) if top else "0-0", int(raw_seq) if raw_seq is not None else 0))
+        return Cursor(tuple(out))
+
+    async def snapshot(self) -> tuple[list[dict[str, Any]], Cursor]:
+        """Every live deny entry, and the cursor to resume events from.
+
+        The cursor is read first: what is written during the scan is also in the stream
+        after it, and applying an entry twice is harmless.
+        """
+        cursor = await self.position()
+        client = self.store.client
+        entries: list[dict[str, Any]] = []
+        for p in range(self.partitions):
+            scan_cursor: int = 0
+            while True:
+                scan_cursor, keys = await client.scan(cursor=scan_cursor, match=deny_pattern(p), count=1000)
+                if keys:
+                    async with client.pipeline(transaction=False) as pipe:
+                        for key in keys:
+                            pipe.get(key)
+                            pipe.pttl(key)
+                        values = await pipe.execute()
+                    now_ms = int(time.time() * 1000)
+                    for i, key in enumerate(keys):
+                        value, pttl = values[2 * i], values[2 * i + 1]
+                        parsed = parse_deny_key(_text(key))
+                        if parsed is None or value is None or pttl is None or int(pttl) < 0:
+                            continue
+                        _, kind, ident = parsed
+                        until = (now_ms + int(pttl)) // 1000 if kind == "sub" else int(value)
+                        before = int(value) if kind == "sub" else 0
+                        entries.append({"kind": kind, "id": ident, "before": before, "until": until})
+                if scan_cursor == 0:
+                    break
+        return entries, cursor
+
+    async def since(self, cursor: Cursor, limit: int = 1000) -> tuple[list[Event], Cursor, bool]:
+        """Events after ``cursor`` (at most ``limit`` per partition), the new cursor, and whether more wait.
+
+        Raises CursorExpired when the stream no longer holds the event after the cursor.
+        """
+        events: list[Event] = []
+        more = False
+        for p, pos in enumerate(cursor.positions):
+            async with self.store.client.pipeline(transaction=True) as pipe:
+                pipe.xrange(stream_key(p), min=f"({pos.xid}", max="+", count=limit)
+                pipe.get(seq_key(p))
+                entries, raw_counter = await pipe.execute()
+            batch = self._continuous(p, pos, entries)
+            if len(entries) >= limit:
+                more = True
+            else:
+                last = batch[-1].seq if batch else pos.seq
+                if raw_counter is not None and int(raw_counter) > last:
+                    raise CursorExpired(f"partition {p}: events after seq {last} were trimmed")
+            events.extend(batch)
+            for event in batch:
+                cursor = cursor.after(event)
+        events.sort(key=lambda e: e.at)
+        return events, cursor, more
+
+    async def wait(self, client: Any, cursor: Cursor, block_ms: int, count: int = 1000) -> tuple[list[Event], Cursor]:
+        """Block (on ``client``, a dedicated connection) until events after ``cursor`` arrive, or ``block_ms``."""
+        streams = {stream_key(p): pos.xid for p, pos in enumerate(cursor.positions)}
+        reply = await client.xread(streams, count=count, block=block_ms)
+        events: list[Event] = []
+        for key, entries in reply or []:
+            name = _text(key)
+            p = int(name[name.index("{") + 1 : name.index("}")])
+            batch = self._continuous(p, cursor.positions[p], entries)
+            for event in batch:
+                cursor = cursor.after(event)
+            events.extend(batch)
+        return events, cursor
+
+    def dedicated_client(self, block_seconds: float) -> Any:
+        """A one-connection client for blocking reads, so they never hold the shared pool.
+
+        Its socket timeout outlasts the block; the embedded store has no sockets and is shared.
+        """
+        client = self.store.client
+        if self.store.kind != "redis":
+            return client
+        pool = client.connection_pool
+        kwargs = {**pool.connection_kwargs, "socket_timeout": block_seconds + 5}
+        return aioredis.Redis(
+            connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
+        )
+
+    @staticmethod
+    def _continuous(p: int, pos: Position, entries: Any) -> list[Event]:
+        """Parse stream entries, requiring each seq to follow the previous one."""
+        out: list[Event] = []
+        expected = pos.seq + 1 if pos.seq else None
+        for raw_xid, fields in entries or []:
+            xid = _text(raw_xid)
+            try:
+                event = parse_event(fields.get(b"e", b""), xid)
+            except EventFormatError:
+                # The server writes only versions it reads itself: an unreadable entry is
+                # corruption, and the seq check on the next one says whether it mattered.
+                continue
+            if expected is not None and event.seq != expected:
+                raise CursorExpired(f"partition {p}: seq {expected} is no longer in the stream")
+            expected = event.seq + 1
+            out.append(event)
+        return out

@@ -1,0 +1,118 @@
+"""Revocation events over HTTP (scope ``events``): a snapshot, and a Server-Sent Events feed.
+
+``GET /v1/revocations``: every live deny entry plus the cursor to resume from.
+``GET /v1/revocations?since=<cursor>``: the events after a cursor (410 ``reset`` when
+they were trimmed). ``GET /v1/revocations/events``: SSE; ``Last-Event-ID`` (or
+``?since=``) resumes. The formats are in ``docs/events.md``; Redis logic lives in
+``service/events.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from .. import state
+from ..errors import InvalidRequest
+from ..events import Cursor, CursorExpired, EventLog
+from ..sdk.events import WIRE_VERSION, Event
+from . import auth
+
+#: Seconds between SSE heartbeat comments when nothing happens (proxies drop idle streams).
+HEARTBEAT_SECONDS: Final = 15.0
+#: How long one XREAD blocks; short, so a vanished client is noticed soon after.
+BLOCK_MS: Final = 2000
+MAX_LIMIT: Final = 10_000
+
+
+def _log(request: web.Request) -> EventLog:
+    return EventLog(request.app[state.STORE], request.app[state.SETTINGS])
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(data), content_type="application/json", headers={"Cache-Control": "no-store"}
+    )
+
+
+def _reset(detail: str) -> web.Response:
+    body = {"type": "about:blank", "title": "reset", "status": 410, "code": "reset", "detail": detail}
+    headers = {"Cache-Control": "no-store"}
+    return web.Response(status=410, body=orjson.dumps(body), content_type="application/problem+json", headers=headers)
+
+
+async def revocations(request: web.Request) -> web.Response:
+    """GET /v1/revocations[?since=<cursor>&limit=N] (scope events): snapshot or events since."""
+    auth.client(request, "events")
+    log = _log(request)
+    since = request.query.get("since")
+    if since is None:
+        entries, cursor = await log.snapshot()
+        return _json({"v": WIRE_VERSION, "cursor": cursor.encode(), "deny": entries})
+    raw_limit = request.query.get("limit", "1000")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    try:
+        events, cursor, more = await log.since(Cursor.parse(since, log.partitions), int(raw_limit))
+    except CursorExpired as exc:
+        return _reset(f"{exc}; reload the snapshot")
+    return _json(
+        {
+            "v": WIRE_VERSION,
+            "cursor": cursor.encode(),
+            "more": more,
+            "events": [orjson.Fragment(e.to_json()) for e in events],
+        }
+    )
+
+
+def _frame(event: Event, cursor: Cursor) -> bytes:
+    return b"id: " + cursor.encode().encode() + b"\nevent: revocation\ndata: " + event.to_json() + b"\n\n"
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """GET /v1/revocations/events (scope events): the SSE feed; resumes from Last-Event-ID."""
+    auth.client(request, "events")
+    log = _log(request)
+    raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    cursor = Cursor.parse(raw, log.partitions) if raw else await log.position()
+    resp = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await resp.prepare(request)
+    try:
+        # The current position first, so a client that connected without one can resume.
+        await resp.write(b"retry: 1000\nid: " + cursor.encode().encode() + b"\nevent: ready\ndata: {}\n\n")
+        more = True
+        while more:
+            batch, cursor_after, more = await log.since(cursor, 1000)
+            for event in batch:
+                cursor = cursor.after(event)
+                await resp.write(_frame(event, cursor))
+            cursor = cursor_after
+        client = log.dedicated_client(BLOCK_MS / 1000)
+        try:
+            beat = time.monotonic()
+            while request.transport is not None and not request.transport.is_closing():
+                batch, _ = await log.wait(client, cursor, BLOCK_MS)
+                for event in batch:
+                    cursor = cursor.after(event)
+                    await resp.write(_frame(event, cursor))
+                if batch:
+                    beat = time.monotonic()
+                elif time.monotonic() - beat >= HEARTBEAT_SECONDS:
+                    await resp.write(b": heartbeat\n\n")
+                    beat = time.monotonic()
+        finally:
+            if client is not request.app[state.STORE].client:
+                await client.aclose()
+    except CursorExpired as exc:
+        detail = orjson.dumps({"reason": f"{exc}; reload the snapshot"})
+        await resp.write(b"event: reset\ndata: " + detail + b"\n\n")
+    except ConnectionResetError:
+        # The client went away mid-write: nothing left to say.
+        pass
+    return resp
