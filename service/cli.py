@@ -92,6 +92,27 @@ def keys_generate(directory: Path, kid: str, alg: str) -> int:
     return 0
 
 
+def keys_list(directory: Path, signing_kid: str | None) -> int:
+    """Print every key in the directory, its algorithm, and which one signs."""
+    ring = keymod.KeyRing.from_dir(directory, signing_kid)
+    for kid, key in sorted(ring.keys.items()):
+        mark = "  <- signs" if kid == ring.signer.kid else ""
+        print(f"{kid}\t{key.alg}{mark}")
+    return 0
+
+
+def keys_retire(directory: Path, kid: str, signing_kid: str | None) -> int:
+    """Delete a key that no longer signs, after its last token has expired."""
+    ring = keymod.KeyRing.from_dir(directory, signing_kid)
+    if kid not in ring.keys:
+        raise ConfigError(f"no key {kid!r} in {directory}")
+    if kid == ring.signer.kid:
+        raise ConfigError(f"{kid!r} is the signing key; switch TOKENWARD_SIGNING_KID to another key first")
+    (directory / f"{kid}.pem").unlink()
+    print(f"retired {kid}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tokenward`` console script."""
     parser = argparse.ArgumentParser(prog="tokenward", description=__doc__)
@@ -103,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--dir", type=Path, required=True)
     gen.add_argument("--kid", required=True)
     gen.add_argument("--alg", default="RS256", choices=["RS256", "ES256", "EdDSA"])
+    ls = keys.add_parser("list", help="list the keys and the one that signs (honours TOKENWARD_SIGNING_KID)")
+    ls.add_argument("--dir", type=Path, required=True)
+    retire = keys.add_parser("retire", help="delete a key that no longer signs")
+    retire.add_argument("--dir", type=Path, required=True)
+    retire.add_argument("--kid", required=True)
     clients = sub.add_parser("clients", help="client credentials").add_subparsers(dest="clients_command", required=True)
     hs = clients.add_parser("hash-secret", help="print a new secret and its secret_hash (or hash the given one)")
     hs.add_argument("--secret", help="hash this secret instead of generating one (at least 22 characters)")
@@ -114,6 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "keys":
+            signing_kid = os.environ.get("TOKENWARD_SIGNING_KID") or None
+            if args.keys_command == "list":
+                return keys_list(args.dir, signing_kid)
+            if args.keys_command == "retire":
+                return keys_retire(args.dir, args.kid, signing_kid)
             return keys_generate(args.dir, args.kid, args.alg)
         if args.command == "clients":
             secret = args.secret or new_secret()
