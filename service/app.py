@@ -10,11 +10,13 @@ from aiohttp import web
 from . import state
 from .clients import ClientRegistry
 from .config import Settings
+from .denycache import CachedRevocations
 from .http.middlewares import error_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
 from .revocation import Revocations, Revoker
+from .sdk import DenyCache, RevocationListener
 from .sessions import Sessions
 from .store import connect
 from .tokens import AccessTokens
@@ -43,9 +45,6 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     store = await connect(settings)
     app[state.STORE] = store
     app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
-    app[state.REVOCATIONS] = Revocations(store, settings)
-    app[state.INTROSPECTOR] = Introspector(app[state.TOKENS], app[state.REVOCATIONS], app[state.SESSIONS])
-    app[state.REVOKER] = Revoker(app[state.TOKENS], app[state.SESSIONS], app[state.REVOCATIONS])
     if store.kind == "embedded":
         log.warning(
             "DEVELOPMENT ONLY: embedded in-process store and ephemeral signing key; "
@@ -53,6 +52,24 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         )
     yield
     await store.aclose()
+
+
+async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The deny checks: strict (Redis per request) or cached (fed by the events listener)."""
+    settings, store = app[state.SETTINGS], app[state.STORE]
+    listener = None
+    if settings.deny_mode == "cached":
+        assert settings.redis_url is not None  # Settings.validate guarantees it
+        listener = RevocationListener(settings.redis_url.value, DenyCache(), partitions=settings.partitions)
+        await listener.start()
+        app[state.REVOCATIONS] = CachedRevocations(store, settings, listener)
+    else:
+        app[state.REVOCATIONS] = Revocations(store, settings)
+    app[state.INTROSPECTOR] = Introspector(app[state.TOKENS], app[state.REVOCATIONS], app[state.SESSIONS])
+    app[state.REVOKER] = Revoker(app[state.TOKENS], app[state.SESSIONS], app[state.REVOCATIONS])
+    yield
+    if listener is not None:
+        await listener.aclose()
 
 
 def create_app(
@@ -66,5 +83,6 @@ def create_app(
     app[state.TOKENS] = AccessTokens(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)
     app[state.CLIENTS] = clients or load_clients(settings)
     app.cleanup_ctx.append(_redis_ctx)
+    app.cleanup_ctx.append(_revocations_ctx)
     setup_routes(app)
     return app

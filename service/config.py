@@ -58,6 +58,7 @@ class Settings:
     shutdown_timeout: float = 20.0
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
+    deny_mode: str = "strict"
 
     @property
     def embedded(self) -> bool:
@@ -104,6 +105,7 @@ class Settings:
             shutdown_timeout=env.get_float("SHUTDOWN_TIMEOUT", d.shutdown_timeout, lo=0, hi=600),
             max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
             log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            deny_mode=env.get_choice("DENY_MODE", "STRICT", ("STRICT", "CACHED")).lower(),
         )
         if not settings.issuer:
             settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")
@@ -130,6 +132,13 @@ class Settings:
             )
         if self.redis_url is not None:
             RedisTarget.parse(self.redis_url.value)
+        if self.deny_mode == "cached" and (
+            self.redis_url is None or RedisTarget.parse(self.redis_url.value).kind != "redis"
+        ):
+            raise ConfigError(
+                f"{PREFIX}DENY_MODE=cached needs a redis:// or rediss:// {PREFIX}REDIS_URL "
+                "(the events listener does not speak Sentinel or Cluster yet)"
+            )
         if self.wait_replicas and self.wait_timeout_ms >= self.redis_timeout * 1000:
             raise ConfigError(
                 f"{PREFIX}WAIT_TIMEOUT_MS ({self.wait_timeout_ms}) must be shorter than "

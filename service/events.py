@@ -181,8 +181,9 @@ class EventLog:
             return client
         pool = client.connection_pool
         kwargs = {**pool.connection_kwargs, "socket_timeout": block_seconds + 5}
-        return aioredis.Redis(
-            connection_pool=aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
+        # from_pool: the client owns the pool, so aclose() closes its connection too.
+        return aioredis.Redis.from_pool(
+            aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
         )
 
     @staticmethod

@@ -21,7 +21,10 @@ from tests.support.redis_servers import RedisServer
 def _replicas(tmp_path_factory: pytest.TempPathFactory, keyring: KeyRing) -> Iterator[list[ServiceProcess]]:
     redis = RedisServer().start()
     env = write_config(Path(tmp_path_factory.mktemp("replicas")), keyring, CLIENT_SECRETS)
-    procs = [ServiceProcess({**env, "TOKENWARD_REDIS_URL": redis.url}) for _ in range(3)]
+    # One strict replica and two answering from their events-fed caches: read-your-writes
+    # must hold across both modes.
+    modes = ["strict", "cached", "cached"]
+    procs = [ServiceProcess({**env, "TOKENWARD_REDIS_URL": redis.url, "TOKENWARD_DENY_MODE": m}) for m in modes]
     try:
         for p in procs:
             p.start()

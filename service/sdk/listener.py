@@ -211,7 +211,7 @@ class RevocationListener:
                 self._connected = False
             self.reconnects += 1
             # A session that got current resets the backoff; one that never did grows it.
-            attempt = 0 if self._current_at >= began else attempt + 1
+            attempt = 0 if self._current_at >= began else min(attempt + 1, 20)
             # Full jitter: spreads a fleet's reconnects after a Redis restart.
             await asyncio.sleep(random.uniform(0, min(self.backoff_max, self.backoff_base * 2**attempt)))
 

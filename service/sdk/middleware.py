@@ -29,6 +29,7 @@ from typing import Any, Final, Protocol
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from .jwks import JWKSUnavailable
 from .verifier import Claims, InvalidToken, Verifier
@@ -121,7 +122,7 @@ def aiohttp_middleware(
     listener: ListenerStatus | None = None,
     stale: StalePolicy = StalePolicy(),
     public_paths: Collection[str] = (),
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """An aiohttp middleware guarding every route but ``public_paths`` (exact paths)."""
     guard = Guard(verifier, listener, stale)
     public = frozenset(public_paths)

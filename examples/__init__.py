@@ -1,0 +1,1 @@
+"""Runnable examples of using Tokenward from a resource server."""

@@ -1,0 +1,89 @@
+"""Cached deny checks: the service answers from its own events-fed cache, read-your-writes kept.
+
+Strict mode asks Redis for the three deny entries of every token. Cached mode keeps the
+SDK's ``DenyCache``, fed by a ``RevocationListener``, and before it answers it makes sure
+the cache holds every revocation that completed before the request arrived:
+
+1. a request for partition ``p`` joins the next read of ``tw:{p}:seq`` that has not been
+   sent yet (one GET serves every request that arrived before it left);
+2. that counter is at least the seq of any revocation acknowledged before the request
+   arrived, because the counter and the deny entry are written in one script;
+3. the request waits until the listener has applied that seq, then asks the cache.
+
+So a revoke that returned on any replica is refused by every replica, as in strict
+mode, while under load one Redis round trip is shared by all concurrent requests. If the
+listener is unhealthy or does not catch up within ``CATCH_UP``, the request falls back
+to the strict check: the cache can only ever save round trips, never change answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Final
+
+from .config import Settings
+from .revocation import Revocations
+from .sdk import DenyCache, RevocationListener
+from .store import Store
+from .tokens import AccessClaims
+
+CATCH_UP: Final = 0.05  # seconds to wait for the listener before asking Redis instead
+
+
+class _CounterReads:
+    """Coalesces reads of one partition's event counter: at most one waiting, one in flight."""
+
+    def __init__(self, client: Any, key: str) -> None:
+        self._client = client
+        self._key = key
+        self._next: asyncio.Future[int] | None = None
+
+    async def read(self) -> int:
+        """A counter value read after this call began."""
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().create_task(self._send(self._next))
+        return await asyncio.shield(self._next)
+
+    async def _send(self, future: asyncio.Future[int]) -> None:
+        await asyncio.sleep(0)  # let requests already queued on the loop join this read
+        self._next = None  # later arrivals need a read that leaves after them
+        try:
+            value = await self._client.get(self._key)
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters re-raise it themselves
+        else:
+            future.set_result(int(value) if value is not None else 0)
+
+
+class CachedRevocations(Revocations):
+    """``Revocations`` whose deny check is answered from the events-fed cache when it is fresh."""
+
+    def __init__(self, store: Store, settings: Settings, listener: RevocationListener) -> None:
+        super().__init__(store, settings)
+        self.listener = listener
+        self.cache: DenyCache = listener.cache
+        self._reads = [_CounterReads(store.client, store.keys.seq(p)) for p in range(settings.partitions)]
+        #: How many checks fell back to Redis (for metrics and tests).
+        self.fallbacks = 0
+
+    async def is_denied(self, claims: AccessClaims) -> bool:
+        """The same answer as the strict check, from the cache when it is provably current."""
+        p = self.keys.partition_of_sub(claims.sub)
+        counter = await self._reads[p].read()
+        if self.listener.healthy and await self._caught_up(p, counter):
+            return self.cache.is_denied(claims.jti, claims.sid, claims.sub, claims.iat)
+        self.fallbacks += 1
+        return await super().is_denied(claims)
+
+    async def _caught_up(self, p: int, counter: int) -> bool:
+        deadline = time.monotonic() + CATCH_UP
+        while True:
+            applied = self.listener.last_seq.get(p)
+            if counter == 0 or (applied is not None and applied >= counter):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.001)

@@ -1,0 +1,110 @@
+"""The HTTP event feed: snapshot, events since a cursor, and SSE resume with Last-Event-ID."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
+
+from service import state
+from tests.conftest import basic
+from tests.sdk.conftest import redis_deny_set
+
+
+async def revoke(client: TestClient[Any, Any], tag: str, n: int) -> list[str]:
+    """n jti revocations; returns the jtis."""
+    exp = int(time.time()) + 300
+    jtis = [f"00{tag}{i:04d}" for i in range(n)]
+    for jti in jtis:
+        await client.app[state.REVOCATIONS].revoke_jti(jti, exp, tag)
+    return jtis
+
+
+async def read_frames(resp: ClientResponse, count: int) -> list[dict[str, str]]:
+    """Read ``count`` SSE messages (comments skipped) as dicts of their fields."""
+    frames: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    while len(frames) < count:
+        line = (await resp.content.readline()).decode().rstrip("\n")
+        if not line:
+            if current:
+                frames.append(current)
+                current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(": ")
+        current[name] = value
+    return frames
+
+
+class TestSnapshot:
+    async def test_snapshot_equals_redis_and_needs_events_scope(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        """GET /v1/revocations lists every deny entry; other callers get 401/403."""
+        await revoke(client, "snap", 5)
+        await client.delete("/v1/users/dora/sessions", headers=basic("admin"))
+        resp = await client.get("/v1/revocations", headers=basic("admin"))
+        assert resp.status == 200
+        body = await resp.json()
+        got = {(e["kind"], e["id"]): (e["before"] if e["kind"] == "sub" else e["until"]) for e in body["deny"]}
+        assert got == await redis_deny_set(redis_client)
+        assert body["cursor"].startswith("1.0_")
+        assert (await client.get("/v1/revocations")).status == 401
+        assert (await client.get("/v1/revocations", headers=basic("gateway"))).status == 403
+
+    async def test_since_returns_the_rest_or_410_when_trimmed(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        """Events after a cursor, exactly; a trimmed resume point answers 410 reset."""
+        await revoke(client, "a", 3)
+        cursor = (await (await client.get("/v1/revocations", headers=basic("admin"))).json())["cursor"]
+        later = await revoke(client, "b", 4)
+        resp = await client.get("/v1/revocations", params={"since": cursor}, headers=basic("admin"))
+        body = await resp.json()
+        assert [e["id"] for e in body["events"]] == later and body["more"] is False
+        await revoke(client, "c", 2)
+        await redis_client.xtrim("tw:{0}:ev", maxlen=0, approximate=False)
+        resp = await client.get("/v1/revocations", params={"since": body["cursor"]}, headers=basic("admin"))
+        assert resp.status == 410 and (await resp.json())["code"] == "reset"
+
+
+class TestSSE:
+    async def test_resume_with_last_event_id_misses_nothing(self, client: TestClient[Any, Any]) -> None:
+        """Connect, read some, disconnect, revoke more, reconnect with the last id: exactly the rest."""
+        first = await revoke(client, "pre", 2)
+        cursor = (await (await client.get("/v1/revocations", headers=basic("admin"))).json())["cursor"]
+        resp = await client.get("/v1/revocations/events", headers={**basic("admin"), "Last-Event-ID": cursor})
+        assert resp.status == 200 and resp.headers["Content-Type"] == "text/event-stream"
+        assert (await read_frames(resp, 1))[0]["event"] == "ready"
+        batch1 = await revoke(client, "one", 3)
+        frames = await read_frames(resp, 3)
+        assert [orjson.loads(f["data"])["id"] for f in frames] == batch1
+        assert {f["event"] for f in frames} == {"revocation"}
+        last_id = frames[-1]["id"]
+        resp.close()
+        batch2 = await revoke(client, "two", 5)
+        resp = await client.get("/v1/revocations/events", headers={**basic("admin"), "Last-Event-ID": last_id})
+        frames = await read_frames(resp, 6)
+        assert frames[0]["event"] == "ready"
+        ids = [orjson.loads(f["data"])["id"] for f in frames[1:]]
+        assert ids == batch2 and not set(ids) & set(first + batch1)
+        resp.close()
+
+    async def test_trimmed_resume_point_gets_reset(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis
+    ) -> None:
+        """A Last-Event-ID whose next event was trimmed gets event: reset."""
+        await revoke(client, "x", 2)
+        cursor = (await (await client.get("/v1/revocations", headers=basic("admin"))).json())["cursor"]
+        await revoke(client, "y", 2)
+        await redis_client.xtrim("tw:{0}:ev", maxlen=0, approximate=False)
+        resp = await client.get("/v1/revocations/events", headers={**basic("admin"), "Last-Event-ID": cursor})
+        frames = await read_frames(resp, 2)
+        assert [f["event"] for f in frames] == ["ready", "reset"]
+        resp.close()
