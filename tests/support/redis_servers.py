@@ -83,6 +83,9 @@ class RedisServer:
             "noeviction",
             "--protected-mode",
             "no",
+            # Replicas sync at once instead of after the 5 s diskless-sync delay.
+            "--repl-diskless-sync-delay",
+            "0",
             "--logfile",
             str(self.dir / "redis.log"),
             *self.extra,
