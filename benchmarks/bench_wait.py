@@ -47,7 +47,7 @@ async def main() -> None:
                 break
         if time.monotonic() > deadline:
             raise RuntimeError("the replica did not attach")
-        time.sleep(0.05)
+        await asyncio.sleep(0.05)
     key = make_key("bench", generate("RS256"))
     env = write_config(Path(tempfile.mkdtemp()), KeyRing({key.kid: key}, key.kid), CLIENT_SECRETS)
     env["TOKENWARD_REDIS_URL"] = primary.url
