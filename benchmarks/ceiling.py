@@ -108,7 +108,7 @@ def make_app(settings: Settings) -> web.Application:
         }
         signing_input = header + b"." + _b64(orjson.dumps(claims))
         signature = private.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
-        refresh = RefreshToken.issue(token.sid, int(result[1]), text(result[2]), successor)
+        refresh = RefreshToken.issue(token.sid, int(result[1]), bytes(result[2]), successor)
         answer = {
             "access_token": (signing_input + b"." + _b64(signature)).decode(),
             "token_type": "Bearer",

@@ -27,8 +27,10 @@ import redis
 
 from service.config import Settings
 from service.keys import KeyRing, SigningKey, make_key
+from service.sessions import Device
+from service.sessions import session_fields as build_session_fields
 from service.store import EVENTS_CHANNEL, load_script_source
-from service.tokens import AccessTokens, RefreshToken, new_id
+from service.tokens import AccessTokens, RefreshToken, new_id, new_tag_key
 from tests.support.processes import ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, free_port
 
@@ -219,8 +221,6 @@ def mint_access_tokens(key: SigningKey, n: int, workers: int = 2) -> list[str]:
 
 def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Settings) -> list[str]:
     """``n`` sessions through the real create_session.lua (pipelined); their refresh tokens."""
-    import secrets as _secrets
-
     sha = client.script_load(load_script_source("create_session"))
     out: list[str] = []
     batch = 2000
@@ -230,11 +230,11 @@ def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Sett
         for i in range(start, min(start + batch, n)):
             sub = f"{sub_prefix}{i}"
             sid = new_id(0)
-            tag_key = _secrets.token_hex(16)
+            tag_key = new_tag_key()
             tok = RefreshToken.issue(sid, 0, tag_key)
             absolute = now + settings.refresh_max_ttl * 1000
             expires = min(now + settings.refresh_idle_ttl * 1000, absolute)
-            fields = session_fields(sub, tok.hash, tag_key, now, absolute, settings.refresh_idle_ttl * 1000)
+            fields = session_fields(sub, tok.hash, tag_key, now, absolute, settings.refresh_idle_ttl)
             pipe.evalsha(
                 sha,
                 3,
@@ -252,13 +252,15 @@ def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Sett
     return out
 
 
-def session_fields(sub: str, h: str, tag_key: str, now: int, absolute: int, idle_ms: int) -> list[str | int]:
-    """The session hash exactly as ``Sessions.create`` writes it, with a typical device."""
-    return [
-        "u", sub, "c", "login", "sc", "read write", "g", 0, "h", h, "k", tag_key,
-        "p", "", "pe", 0, "pn", 0, "pc", "", "ca", now, "la", now, "ax", absolute, "it", idle_ms,
-        "dn", "laptop", "ua", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", "ip", "203.0.113.7",
-    ]  # fmt: skip
+TYPICAL_DEVICE = Device(name="laptop", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", ip="203.0.113.7")
+
+
+def session_fields(sub: str, h: bytes, tag_key: bytes, now: int, absolute: int, idle_s: int) -> list[str | int | bytes]:
+    """The session hash exactly as ``Sessions.create`` writes it (its own builder), with a typical device."""
+    return build_session_fields(
+        sub=sub, client_id="login", scope="read write", secret_hash=h, tag_key=tag_key,
+        now=now, absolute=absolute, idle=idle_s, device=TYPICAL_DEVICE,
+    )  # fmt: skip
 
 
 BULK_SESSIONS_LUA = """
@@ -270,9 +272,11 @@ for i = first, first + n - 1 do
   local sub = 'fill-' .. i
   local s = 'tw:{0}:s:' .. sid
   local u = 'tw:{0}:u:' .. sub
+  -- Same shape as session_fields(): 16-byte raw h and k, ca/la in s, it in s, no p* yet.
+  local now_s = math.floor(tonumber(ARGV[3]) / 1000)
   redis.call('HSET', s, 'u', sub, 'c', 'login', 'sc', 'read write', 'g', 0,
-    'h', string.format('%032x', i), 'k', string.format('%032x', i * 7), 'p', '', 'pe', 0, 'pn', 0,
-    'pc', '', 'ca', ARGV[3], 'la', ARGV[3], 'ax', ARGV[4], 'it', ARGV[5], 'dn', 'laptop',
+    'h', string.format('%016x', i), 'k', string.format('%016x', i * 7), 'ca', now_s, 'la', now_s,
+    'ax', ARGV[4], 'it', math.floor(tonumber(ARGV[5]) / 1000), 'dn', 'laptop',
     'ua', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0', 'ip', '203.0.113.7')
   redis.call('PEXPIREAT', s, ARGV[6])
   redis.call('ZADD', u, ARGV[4], sid)

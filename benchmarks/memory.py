@@ -50,7 +50,7 @@ def rotate_all(client: redis.Redis, tokens: list[RefreshToken], settings: Settin
         for tok, nxt, res in zip(part, succ, pipe.execute(), strict=True):
             if int(res[0]) != 1:
                 raise RuntimeError(f"rotation refused: {res}")
-            out.append(RefreshToken.issue(tok.sid, int(res[1]), res[2].decode(), nxt))
+            out.append(RefreshToken.issue(tok.sid, int(res[1]), bytes(res[2]), nxt))
     return out
 
 

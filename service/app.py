@@ -11,10 +11,11 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
-from .http.middlewares import error_middleware
+from .http.middlewares import error_middleware, metrics_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
+from .metrics import Metrics
 from .revocation import Revocations, Revoker
 from .sdk import DenyCache, RevocationListener
 from .sessions import Sessions
@@ -62,7 +63,23 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
         assert settings.redis_url is not None  # Settings.validate guarantees it
         listener = RevocationListener(settings.redis_url.value, DenyCache(), partitions=settings.partitions)
         await listener.start()
-        app[state.REVOCATIONS] = CachedRevocations(store, settings, listener)
+        cached = CachedRevocations(store, settings, listener)
+        app[state.REVOCATIONS] = cached
+        metrics = app[state.METRICS]
+        metrics.gauge(
+            "tokenward_events_listener_healthy", "1 when the deny cache is current.", lambda: float(listener.healthy)
+        )
+        metrics.gauge(
+            "tokenward_events_staleness_seconds",
+            "Seconds since the deny cache was known current.",
+            lambda: min(listener.staleness, 1e9),
+        )
+        metrics.gauge("tokenward_deny_cache_entries", "Entries in the deny cache.", lambda: float(len(listener.cache)))
+        metrics.gauge(
+            "tokenward_deny_cache_fallbacks",
+            "Checks that fell back to Redis (counter).",
+            lambda: float(cached.fallbacks),
+        )
     else:
         app[state.REVOCATIONS] = Revocations(store, settings)
     app[state.INTROSPECTOR] = Introspector(app[state.TOKENS], app[state.REVOCATIONS], app[state.SESSIONS])
@@ -76,8 +93,9 @@ def create_app(
     settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(middlewares=[metrics_middleware, error_middleware], client_max_size=settings.max_body_bytes)
     app[state.SETTINGS] = settings
+    app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)
     app[state.KEYRING] = ring
     app[state.TOKENS] = AccessTokens(ring, settings.issuer, settings.audience, settings.access_ttl, settings.leeway)

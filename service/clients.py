@@ -29,7 +29,7 @@ from typing import Final
 
 from .errors import ClientAuthError, ConfigError, InsufficientScope
 
-SCOPES: Final = frozenset({"sessions:write", "introspect", "revoke", "admin", "events"})
+SCOPES: Final = frozenset({"sessions:write", "introspect", "revoke", "admin", "events", "metrics"})
 _HASH_RE: Final = re.compile(r"^sha256:[0-9a-f]{64}$")
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MIN_SECRET_LENGTH: Final = 22

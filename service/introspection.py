@@ -76,16 +76,16 @@ class Introspector:
             fields, pttl = await pipe.execute()
         if fields[0] is None or int(fields[0]) != token.gen or int(pttl) <= 0:
             return None
-        if not hmac.compare_digest(text(fields[1]), token.hash):
+        if not hmac.compare_digest(bytes(fields[1]), token.hash):
             return None
         return {
             "active": True,
             "token_type": "refresh_token",
-            "scope": text(fields[4]),
+            "scope": text(fields[4] or b""),
             "client_id": text(fields[3]),
             "sub": text(fields[2]),
             "iss": self.tokens.issuer,
             "exp": (now_ms() + int(pttl)) // 1000,
-            "iat": int(fields[5]) // 1000,
+            "iat": int(fields[5]),
             "sid": token.sid,
         }

@@ -11,7 +11,6 @@ token is theft: the session (only that one) ends and its access tokens are denie
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,7 +21,17 @@ import orjson
 from .config import Settings
 from .errors import InvalidGrant, InvalidScope, NotFound, UnauthorizedClient
 from .store import EVENTS_CHANNEL, Store, text
-from .tokens import ID_RE, AccessTokens, RefreshToken, new_id, new_secret, seal, secret_hash, unseal
+from .tokens import (
+    ID_RE,
+    AccessTokens,
+    RefreshToken,
+    new_id,
+    new_secret,
+    new_tag_key,
+    seal,
+    secret_hash,
+    unseal,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +82,37 @@ class SessionInfo:
         }
 
 
+def session_fields(
+    *,
+    sub: str,
+    client_id: str,
+    scope: str,
+    secret_hash: bytes,
+    tag_key: bytes,
+    now: int,
+    absolute: int,
+    idle: int,
+    claims: Mapping[str, Any] | None = None,
+    device: Device = Device(),
+) -> list[str | int | bytes]:
+    """A new session's hash as field, value pairs (layout in ``store``), empty fields left out.
+
+    Every value stays short (hashes and keys as raw bytes, times as integers) so the hash
+    keeps Redis's compact listpack encoding; ``now`` and ``absolute`` are ms, ``idle`` s.
+    """
+    fields: list[str | int | bytes] = ["u", sub, "c", client_id]
+    if scope:
+        fields += ["sc", scope]
+    fields += ["g", 0, "h", secret_hash, "k", tag_key, "ca", now // 1000, "la", now // 1000]
+    fields += ["ax", absolute, "it", idle]
+    if claims:
+        fields += ["x", orjson.dumps(dict(claims)).decode()]
+    for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
+        if value:
+            fields += [name, value]
+    return fields
+
+
 def now_ms() -> int:
     """Wall-clock milliseconds: expiry is absolute time, shared with Redis."""
     return int(time.time() * 1000)
@@ -109,45 +149,22 @@ class Sessions:
         now = now_ms()
         p = self.keys.partition_of_sub(sub)
         sid = new_id(p)
-        tag_key = secrets.token_hex(16)
+        tag_key = new_tag_key()
         refresh = RefreshToken.issue(sid, 0, tag_key)
         absolute = now + maximum * 1000
         expires = min(now + idle * 1000, absolute)
-        fields: list[str | int] = [
-            "u",
-            sub,
-            "c",
-            client_id,
-            "sc",
-            scope,
-            "g",
-            0,
-            "h",
-            refresh.hash,
-            "k",
-            tag_key,
-            "p",
-            "",
-            "pe",
-            0,
-            "pn",
-            0,
-            "pc",
-            "",
-            "ca",
-            now,
-            "la",
-            now,
-            "ax",
-            absolute,
-            "it",
-            idle * 1000,
-        ]
-        if claims:
-            fields += ["x", orjson.dumps(dict(claims)).decode()]
-        for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
-            if value:
-                fields += [name, value]
+        fields = session_fields(
+            sub=sub,
+            client_id=client_id,
+            scope=scope,
+            secret_hash=refresh.hash,
+            tag_key=tag_key,
+            now=now,
+            absolute=absolute,
+            idle=idle,
+            claims=claims,
+            device=device,
+        )
         cutoff = await self.store.scripts.create_session(
             keys=[self.keys.session(p, sid), self.keys.user_index(p, sub), self.keys.cutoff(p, sub)],
             args=[now, expires, absolute, sid, *fields],
@@ -199,10 +216,10 @@ class Sessions:
             await self.store.confirm(p)
             raise InvalidGrant()
         if status == 3:
-            if token.authentic(text(result[1])):
-                await self._end(p, token.sid, "key", [text(result[1])], "refresh_token_reuse")
+            if token.authentic(bytes(result[1])):
+                await self._end(p, token.sid, "key", [bytes(result[1])], "refresh_token_reuse")
             raise InvalidGrant()
-        gen, tag_key, sealed = int(result[1]), text(result[2]), text(result[3])
+        gen, tag_key, sealed = int(result[1]), bytes(result[2]), bytes(result[3])
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
         claims = orjson.loads(result[7]) if result[7] else None
         absolute = int(result[8])
@@ -346,8 +363,8 @@ class Sessions:
                     device_name=text(f[5] or b""),
                     user_agent=text(f[6] or b""),
                     ip=text(f[7] or b""),
-                    created_at=int(f[1]) // 1000,
-                    last_used_at=int(f[2]) // 1000,
+                    created_at=int(f[1]),
+                    last_used_at=int(f[2]),
                     expires_at=(now + int(pttl)) // 1000,
                     current=sid == current_sid,
                 )

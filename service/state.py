@@ -8,12 +8,14 @@ from .clients import Client, ClientRegistry
 from .config import Settings
 from .introspection import Introspector
 from .keys import KeyRing
+from .metrics import Metrics
 from .revocation import Revocations, Revoker
 from .sessions import Sessions
 from .store import Store
 from .tokens import AccessClaims, AccessTokens
 
 SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
 STORE = web.AppKey("store", Store)
 KEYRING = web.AppKey("keyring", KeyRing)
 TOKENS = web.AppKey("tokens", AccessTokens)

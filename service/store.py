@@ -18,12 +18,15 @@ key                            type    holds                                  ex
 ``tw:{p}:ev``                  stream  the partition's replay log             event retention, renewed per event
 =============================  ======  =====================================  ==========================
 
-Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope, ``x`` extra claims
-(JSON), ``g`` generation, ``h`` hash of the current refresh secret, ``k`` the
-session's tag key, ``p``/``pe``/``pn``/``pc`` previous hash, grace deadline (ms),
-grace uses and the successor sealed under the previous secret, ``ca``/``la``/``ax``
-created, last used and absolute expiry (ms), ``it`` idle TTL (ms), ``dn``/``ua``/``ip``
-the device. Nothing grows with the number of rotations.
+Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope (absent when empty), ``x``
+extra claims (JSON, absent when none), ``g`` generation, ``h`` hash of the current refresh
+secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes), after the first rotation
+``p``/``pe``/``pn``/``pc`` previous hash (16 raw bytes), grace deadline (ms), grace uses
+(absent = 0) and the successor sealed under the previous secret (24 raw bytes),
+``ca``/``la`` created and last used (epoch s), ``ax`` absolute expiry (ms), ``it`` idle TTL
+(s), ``dn``/``ua``/``ip`` the device (each absent when empty). Values are kept short (raw
+bytes, integers) so the hash stays listpack-encoded; nothing grows with the number of
+rotations.
 
 Sids and jtis start with the partition as two hex digits, so an id alone finds its
 keys; a sub maps to ``crc32(sub) % partitions``. Changing the partition count moves

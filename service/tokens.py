@@ -89,7 +89,7 @@ class RefreshToken:
     tag: str
 
     @property
-    def hash(self) -> str:
+    def hash(self) -> bytes:
         """What Redis stores instead of the secret."""
         return secret_hash(self.secret)
 
@@ -108,12 +108,12 @@ class RefreshToken:
         return cls(sid=m[1], gen=int(m[2]), secret=m[3], tag=m[4])
 
     @classmethod
-    def issue(cls, sid: str, gen: int, tag_key: str, secret: str | None = None) -> RefreshToken:
+    def issue(cls, sid: str, gen: int, tag_key: bytes, secret: str | None = None) -> RefreshToken:
         """A token for a generation, tagged under the session's tag key."""
         secret = secret or new_secret()
         return cls(sid=sid, gen=gen, secret=secret, tag=tag(tag_key, sid, gen, secret))
 
-    def authentic(self, tag_key: str) -> bool:
+    def authentic(self, tag_key: bytes) -> bool:
         """True when the session's tag key issued this token (constant-time)."""
         return hmac.compare_digest(self.tag, tag(tag_key, self.sid, self.gen, self.secret))
 
@@ -123,32 +123,41 @@ def new_secret() -> str:
     return _b64(secrets.token_bytes(24))
 
 
-def secret_hash(secret: str) -> str:
-    """SHA-256 of a refresh secret, 128 bits kept: preimage resistance is what matters."""
-    return hashlib.sha256(secret.encode()).hexdigest()[:32]
+def new_tag_key() -> bytes:
+    """A session's tag key: 128 random bits, stored raw in the session hash."""
+    return secrets.token_bytes(16)
 
 
-def tag(tag_key: str, sid: str, gen: int, secret: str) -> str:
+def secret_hash(secret: str) -> bytes:
+    """SHA-256 of a refresh secret, 128 bits kept (raw bytes, as Redis stores them).
+
+    Preimage resistance is what matters.
+    """
+    return hashlib.sha256(secret.encode()).digest()[:16]
+
+
+def tag(tag_key: bytes, sid: str, gen: int, secret: str) -> str:
     """HMAC-SHA256 over the token's parts, 64 bits kept."""
-    mac = hmac.new(bytes.fromhex(tag_key), f"{sid}.{gen}.{secret}".encode(), hashlib.sha256)
+    mac = hmac.new(tag_key, f"{sid}.{gen}.{secret}".encode(), hashlib.sha256)
     return mac.hexdigest()[:16]
 
 
-def seal(successor: str, presented: str) -> str:
+def seal(successor: str, presented: str) -> bytes:
     """Hide the successor secret so only the holder of the presented secret can open it.
 
     Grace answers must return the same successor again, but Redis keeps no token in the
-    clear: the successor is XORed with a pad derived from the previous secret.
+    clear: the successor is XORed with a pad derived from the previous secret. The
+    result is the raw 24 bytes Redis stores.
     """
     pad = hashlib.sha256(b"tokenward-grace:" + presented.encode()).digest()
     raw = base64.urlsafe_b64decode(successor + "=" * (-len(successor) % 4))
-    return bytes(a ^ b for a, b in zip(raw, pad, strict=False)).hex()
+    return bytes(a ^ b for a, b in zip(raw, pad, strict=False))
 
 
-def unseal(sealed: str, presented: str) -> str:
+def unseal(sealed: bytes, presented: str) -> str:
     """Inverse of ``seal``."""
     pad = hashlib.sha256(b"tokenward-grace:" + presented.encode()).digest()
-    raw = bytes(a ^ b for a, b in zip(bytes.fromhex(sealed), pad, strict=False))
+    raw = bytes(a ^ b for a, b in zip(sealed, pad, strict=False))
     return _b64(raw)
 
 

@@ -37,3 +37,16 @@ async def readyz(request: web.Request) -> web.Response:
         content_type="application/json",
         headers={"Cache-Control": "no-store"},
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics (Prometheus text; a client with scope ``metrics``)."""
+    from . import auth
+
+    auth.client(request, "metrics")
+    return web.Response(
+        body=request.app[state.METRICS].render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"Cache-Control": "no-store"},
+    )

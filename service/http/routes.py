@@ -13,6 +13,7 @@ def setup_routes(app: web.Application) -> None:
         [
             web.get("/healthz", health.healthz),
             web.get("/readyz", health.readyz),
+            web.get("/metrics", health.metrics),
             web.get("/.well-known/jwks.json", oauth.jwks),
             web.post("/oauth/token", oauth.token),
             web.post("/oauth/revoke", oauth.revoke),

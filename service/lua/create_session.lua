@@ -3,7 +3,7 @@
 -- KEYS[2] user index     tw:{p}:u:<sub>   (zset sid -> absolute expiry ms)
 -- KEYS[3] user cut-off   tw:{p}:dc:<sub>  (read only: the caller must not mint iat <= it)
 -- ARGV[1] now ms, ARGV[2] session expires at ms (min(idle, absolute)), ARGV[3] absolute expiry ms,
--- ARGV[4] sid, ARGV[5..] field, value pairs of the session hash
+-- ARGV[4] sid, ARGV[5..] field, value pairs of the session hash (layout in service/store.py)
 -- Returns the user's cut-off (epoch s) or false.
 local now = tonumber(ARGV[1])
 local absolute = tonumber(ARGV[3])

@@ -15,6 +15,11 @@
 --   {-1, 'reused'}                                                             family revoked
 -- Authenticity: the current and the previous secret are known by hash; older generations
 -- are recognised by their tag, so a forged token never ends anybody's session.
+-- Hashes and the tag key are raw bytes (16 each), the sealed successor too (24); 'la' is
+-- in seconds, 'it' (idle TTL) in seconds, 'ax' and 'pe' in ms; 'sc' and 'pn' may be absent.
+-- Hashes are compared with plain string equality: they are SHA-256 of 192-bit random
+-- secrets, so timing could at most reveal a prefix of a stored hash, which does not help
+-- to find a secret hashing to it; constant-time comparison would buy nothing here.
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x')
@@ -33,13 +38,16 @@ end
 -- A narrower scope may be asked for; checked only once the token is known to be good.
 local function scope_ok()
   local granted = {}
-  for w in string.gmatch(f[12], '%S+') do granted[w] = true end
+  for w in string.gmatch(f[12] or '', '%S+') do granted[w] = true end
   for w in string.gmatch(ARGV[10], '%S+') do
     if not granted[w] then return false end
   end
   return true
 end
 local claims = f[13] or ''
+local scope = f[12] or ''
+local idle_ms = tonumber(f[9]) * 1000
+local now_s = math.floor(now / 1000)
 
 if pg == g then
   if ARGV[3] ~= f[2] then
@@ -50,10 +58,12 @@ if pg == g then
   end
   local ng = g + 1
   redis.call('HSET', s, 'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pe', now + tonumber(ARGV[7]),
-    'pn', 0, 'pc', ARGV[6], 'la', now)
-  local expires = math.min(now + tonumber(f[9]), absolute)
+    'pc', ARGV[6], 'la', now_s)
+  -- No grace use yet: an absent 'pn' counts as 0.
+  redis.call('HDEL', s, 'pn')
+  local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {1, ng, f[3], '', f[10], f[11], f[12], claims, absolute, expires}
+  return {1, ng, f[3], '', f[10], f[11], scope, claims, absolute, expires}
 end
 
 if pg > g or pg < 0 then
@@ -67,17 +77,17 @@ if ARGV[3] ~= f[4] then
   return {0, 'invalid'}
 end
 if now < tonumber(f[5]) then
-  if tonumber(f[6]) >= tonumber(ARGV[8]) then
+  if tonumber(f[6] or 0) >= tonumber(ARGV[8]) then
     return {0, 'invalid'}
   end
   if not scope_ok() then
     return {0, 'scope'}
   end
   redis.call('HINCRBY', s, 'pn', 1)
-  redis.call('HSET', s, 'la', now)
-  local expires = math.min(now + tonumber(f[9]), absolute)
+  redis.call('HSET', s, 'la', now_s)
+  local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {2, g, f[3], f[7], f[10], f[11], f[12], claims, absolute, expires}
+  return {2, g, f[3], f[7], f[10], f[11], scope, claims, absolute, expires}
 end
 
 -- An authentic, already rotated token outside the grace window: theft. End this
