@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from .config import Settings
-from .errors import InvalidGrant, InvalidScope, NotFound, UnauthorizedClient
+from .errors import InvalidGrant, InvalidScope, NotFound, StoreUnavailable, UnauthorizedClient
 from .store import EVENTS_CHANNEL, Store, text
 from .tokens import (
     ID_RE,
@@ -337,7 +337,8 @@ class Sessions:
             if ended >= 0:
                 await self.store.confirm(p)
                 return ended
-        raise InvalidGrant("the session list kept changing; try again")  # pragma: no cover
+        # Fifty logins in a row raced this logout: answer 503 so the caller retries.
+        raise StoreUnavailable("the session list kept changing; retry")  # pragma: no cover
 
     async def list(self, sub: str, *, current_sid: str = "") -> list[SessionInfo]:
         """The user's live sessions, oldest first."""
@@ -348,8 +349,8 @@ class Sessions:
             return []
         async with self.store.client.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "ax", "it", "dn", "ua", "ip")
-                pipe.pexpiretime(self.keys.session(p, sid)) if False else pipe.pttl(self.keys.session(p, sid))
+                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "dn", "ua", "ip")
+                pipe.pttl(self.keys.session(p, sid))
             rows = await pipe.execute()
         now = now_ms()
         out: list[SessionInfo] = []
@@ -360,9 +361,9 @@ class Sessions:
             out.append(
                 SessionInfo(
                     id=sid,
-                    device_name=text(f[5] or b""),
-                    user_agent=text(f[6] or b""),
-                    ip=text(f[7] or b""),
+                    device_name=text(f[3] or b""),
+                    user_agent=text(f[4] or b""),
+                    ip=text(f[5] or b""),
                     created_at=int(f[1]),
                     last_used_at=int(f[2]),
                     expires_at=(now + int(pttl)) // 1000,
