@@ -66,7 +66,11 @@ class Pool:
         left = len(self.tokens) - self.cursor
         if left < n:
             if self.refill is None:
-                n = left
+                # Access tokens may be used again: start over from the oldest. The service's
+                # verified-token cache holds 10,000 entries, so a token last seen 100,000+
+                # requests ago is verified afresh, as a new token would be.
+                self.cursor = 0
+                n = min(n, len(self.tokens))
             else:
                 self.tokens += self.refill(n - left)
         path = self.workdir / f"{self.name}.txt"

@@ -132,12 +132,9 @@ class Settings:
             )
         if self.redis_url is not None:
             RedisTarget.parse(self.redis_url.value)
-        if self.deny_mode == "cached" and (
-            self.redis_url is None or RedisTarget.parse(self.redis_url.value).kind != "redis"
-        ):
+        if self.deny_mode == "cached" and self.redis_url is None:
             raise ConfigError(
-                f"{PREFIX}DENY_MODE=cached needs a redis:// or rediss:// {PREFIX}REDIS_URL "
-                "(the events listener does not speak Sentinel or Cluster yet)"
+                f"{PREFIX}DENY_MODE=cached needs {PREFIX}REDIS_URL: the deny cache is fed by the events in Redis"
             )
         if self.wait_replicas and self.wait_timeout_ms >= self.redis_timeout * 1000:
             raise ConfigError(

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .config import Settings
 from .errors import InvalidRequest
@@ -109,28 +110,35 @@ class EventLog:
         client = self.store.client
         entries: list[dict[str, Any]] = []
         for p in range(self.partitions):
-            scan_cursor: int = 0
-            while True:
-                scan_cursor, keys = await client.scan(cursor=scan_cursor, match=deny_pattern(p), count=1000)
-                if keys:
-                    async with client.pipeline(transaction=False) as pipe:
-                        for key in keys:
-                            pipe.get(key)
-                            pipe.pttl(key)
-                        values = await pipe.execute()
-                    now_ms = int(time.time() * 1000)
-                    for i, key in enumerate(keys):
-                        value, pttl = values[2 * i], values[2 * i + 1]
-                        parsed = parse_deny_key(_text(key))
-                        if parsed is None or value is None or pttl is None or int(pttl) < 0:
-                            continue
-                        _, kind, ident = parsed
-                        until = (now_ms + int(pttl)) // 1000 if kind == "sub" else int(value)
-                        before = int(value) if kind == "sub" else 0
-                        entries.append({"kind": kind, "id": ident, "before": before, "until": until})
-                if scan_cursor == 0:
-                    break
+            # scan_iter walks every primary on a cluster; each GET/PTTL goes to its key's node.
+            keys: list[Any] = []
+            async for key in client.scan_iter(match=deny_pattern(p), count=1000):
+                keys.append(key)
+                if len(keys) >= 1000:
+                    entries += await self._read_deny_keys(keys)
+                    keys = []
+            if keys:
+                entries += await self._read_deny_keys(keys)
         return entries, cursor
+
+    async def _read_deny_keys(self, keys: list[Any]) -> list[dict[str, Any]]:
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            values = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        out: list[dict[str, Any]] = []
+        for i, key in enumerate(keys):
+            value, pttl = values[2 * i], values[2 * i + 1]
+            parsed = parse_deny_key(_text(key))
+            if parsed is None or value is None or pttl is None or int(pttl) < 0:
+                continue
+            _, kind, ident = parsed
+            until = (now_ms + int(pttl)) // 1000 if kind == "sub" else int(value)
+            before = int(value) if kind == "sub" else 0
+            out.append({"kind": kind, "id": ident, "before": before, "until": until})
+        return out
 
     async def since(self, cursor: Cursor, limit: int = 1000) -> tuple[list[Event], Cursor, bool]:
         """Events after ``cursor`` (at most ``limit`` per partition), the new cursor, and whether more wait.
@@ -157,9 +165,30 @@ class EventLog:
         events.sort(key=lambda e: e.at)
         return events, cursor, more
 
-    async def wait(self, client: Any, cursor: Cursor, block_ms: int, count: int = 1000) -> tuple[list[Event], Cursor]:
-        """Block (on ``client``, a dedicated connection) until events after ``cursor`` arrive, or ``block_ms``."""
-        streams = {stream_key(p): pos.xid for p, pos in enumerate(cursor.positions)}
+    def read_groups(self) -> list[tuple[int, ...]]:
+        """Partitions whose streams one blocking XREAD may name together.
+
+        A cluster refuses multi-key commands across slots (CROSSSLOT), and every partition
+        is its own slot: one XREAD per partition there. Elsewhere one XREAD covers all.
+        """
+        if self.store.kind == "cluster":
+            return [(p,) for p in range(self.partitions)]
+        return [tuple(range(self.partitions))]
+
+    async def wait(
+        self,
+        client: Any,
+        cursor: Cursor,
+        block_ms: int,
+        count: int = 1000,
+        partitions: tuple[int, ...] | None = None,
+    ) -> tuple[list[Event], Cursor]:
+        """Block (on ``client``, a dedicated connection) until events after ``cursor`` arrive, or ``block_ms``.
+
+        ``partitions`` (default: all) are the streams read; on a cluster name one (see ``read_groups``).
+        """
+        names = range(len(cursor.positions)) if partitions is None else partitions
+        streams = {stream_key(p): cursor.positions[p].xid for p in names}
         reply = await client.xread(streams, count=count, block=block_ms)
         events: list[Event] = []
         for key, entries in reply or []:
@@ -171,20 +200,38 @@ class EventLog:
             events.extend(batch)
         return events, cursor
 
-    def dedicated_client(self, block_seconds: float) -> Any:
-        """A one-connection client for blocking reads, so they never hold the shared pool.
-
-        Its socket timeout outlasts the block; the embedded store has no sockets and is shared.
+    def dedicated_client(self, block_seconds: float, partition: int = 0) -> Any:
+        """A one-connection client for blocking reads of ``partition``'s stream (on a cluster,
+        to the node that owns its slot; elsewhere, good for every partition), so they never
+        hold the shared pool. Its socket timeout outlasts the block; the embedded store has no
+        sockets and is shared.
         """
         client = self.store.client
-        if self.store.kind != "redis":
+        timeout = block_seconds + 5
+        if self.store.kind == "embedded":
             return client
-        pool = client.connection_pool
-        kwargs = {**pool.connection_kwargs, "socket_timeout": block_seconds + 5}
+        if self.store.kind == "cluster":
+            node = client.get_node_from_key(stream_key(partition))
+            kwargs = {**node.connection_kwargs, "socket_timeout": timeout}
+            pool = aioredis.ConnectionPool(connection_class=node.connection_class, max_connections=1, **kwargs)
+        elif self.store.kind == "sentinel":
+            # A Sentinel pool asks the sentinels for the primary on connect, as the shared one does.
+            shared = client.connection_pool
+            kwargs = {**shared.connection_kwargs, "socket_timeout": timeout}
+            kwargs.pop("connection_pool", None)  # the new pool puts itself there
+            pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                shared.service_name,
+                shared.sentinel_manager,
+                connection_class=shared.connection_class,
+                max_connections=1,
+                **kwargs,
+            )
+        else:
+            shared = client.connection_pool
+            kwargs = {**shared.connection_kwargs, "socket_timeout": timeout}
+            pool = aioredis.ConnectionPool(connection_class=shared.connection_class, max_connections=1, **kwargs)
         # from_pool: the client owns the pool, so aclose() closes its connection too.
-        return aioredis.Redis.from_pool(
-            aioredis.ConnectionPool(connection_class=pool.connection_class, max_connections=1, **kwargs)
-        )
+        return aioredis.Redis.from_pool(pool)
 
     @staticmethod
     def _continuous(p: int, pos: Position, entries: Any) -> list[Event]:

@@ -164,8 +164,11 @@ class Store:
         return bool(await self.client.ping())
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and, on Sentinel, the connections to the sentinels)."""
         await self.client.aclose()
+        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose()
 
 
 def create_client(settings: Settings) -> tuple[Any, str]:

@@ -31,6 +31,7 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_HOST": "0.0.0.0"}, "TOKENWARD_REDIS_URL"),
         ({"TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "TOKENWARD_KEYS_DIR"),
         ({"TOKENWARD_REDIS_URL": "redis://x", "TOKENWARD_KEYS_DIR": "/k"}, "TOKENWARD_CLIENTS_FILE"),
+        ({"TOKENWARD_DENY_MODE": "cached"}, "TOKENWARD_DENY_MODE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -57,3 +58,37 @@ def test_redis_url_is_never_printed() -> None:
         {"TOKENWARD_REDIS_URL": "redis://:hunter2@host/0", "TOKENWARD_KEYS_DIR": "/k", "TOKENWARD_CLIENTS_FILE": "/c"}
     )
     assert "hunter2" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    "url", ["redis://r:6379/0", "redis+sentinel://s0:26379,s1:26379/mymaster/0", "redis+cluster://n0:7000,n1:7001"]
+)
+def test_cached_deny_mode_on_every_topology(url: str) -> None:
+    env = {"TOKENWARD_REDIS_URL": url, "TOKENWARD_KEYS_DIR": "/k", "TOKENWARD_CLIENTS_FILE": "/c"}
+    assert Settings.from_env({**env, "TOKENWARD_DENY_MODE": "cached"}).deny_mode == "cached"
+
+
+@pytest.mark.parametrize(
+    ("url", "kind", "hosts"),
+    [
+        ("redis://r:6379/0", "redis", ()),
+        ("redis+sentinel://:pw@s0:26379,s1:26380/mymaster/2", "sentinel", (("s0", 26379), ("s1", 26380))),
+        ("rediss+cluster://u:pw@n0:7000,n1:7001", "cluster", (("n0", 7000), ("n1", 7001))),
+    ],
+)
+def test_sdk_parses_the_service_urls_as_the_service_does(url: str, kind: str, hosts: tuple[object, ...]) -> None:
+    """The SDK's own small URL parser agrees with RedisTarget (the SDK cannot import it)."""
+    from service.config import RedisTarget
+    from service.sdk.connections import parse_url
+
+    ours, theirs = parse_url(url), RedisTarget.parse(url)
+    assert (ours.kind, ours.hosts, ours.service, ours.db, ours.username, ours.password, ours.tls) == (
+        theirs.kind,
+        theirs.hosts,
+        theirs.service,
+        theirs.db,
+        theirs.username,
+        theirs.password,
+        theirs.tls,
+    )
+    assert (ours.kind, ours.hosts) == (kind, hosts)

@@ -9,6 +9,7 @@ they were trimmed). ``GET /v1/revocations/events``: SSE; ``Last-Event-ID`` (or
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Final
 
@@ -73,6 +74,28 @@ def _frame(event: Event, cursor: Cursor) -> bytes:
     return b"id: " + cursor.encode().encode() + b"\nevent: revocation\ndata: " + event.to_json() + b"\n\n"
 
 
+async def _follow(
+    request: web.Request,
+    log: EventLog,
+    partitions: tuple[int, ...],
+    cursor: Cursor,
+    queue: asyncio.Queue[list[Event] | Exception],
+    stop: asyncio.Event,
+) -> None:
+    """XREAD ``partitions``' streams after ``cursor`` until cancelled; batches (or the error) go to ``queue``."""
+    client = log.dedicated_client(BLOCK_MS / 1000, partitions[0])
+    try:
+        while not stop.is_set():
+            batch, cursor = await log.wait(client, cursor, BLOCK_MS, partitions=partitions)
+            if batch and not stop.is_set():
+                await queue.put(batch)
+    except Exception as exc:
+        await queue.put(exc)
+    finally:
+        if client is not request.app[state.STORE].client:
+            await client.aclose()
+
+
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /v1/revocations/events (scope events): the SSE feed; resumes from Last-Event-ID."""
     auth.client(request, "events")
@@ -93,22 +116,39 @@ async def events(request: web.Request) -> web.StreamResponse:
                 cursor = cursor.after(event)
                 await resp.write(_frame(event, cursor))
             cursor = cursor_after
-        client = log.dedicated_client(BLOCK_MS / 1000)
+        # One blocking reader per group of partitions (one per partition on a cluster, where
+        # an XREAD must not span slots), each on its own connection, feeding one queue; a
+        # small queue keeps the readers from running ahead of a slow client.
+        queue: asyncio.Queue[list[Event] | Exception] = asyncio.Queue(maxsize=16)
+        stop = asyncio.Event()
+        readers = [
+            asyncio.create_task(_follow(request, log, group, cursor, queue, stop), name=f"sse-xread-{group[0]}")
+            for group in log.read_groups()
+        ]
         try:
             beat = time.monotonic()
             while request.transport is not None and not request.transport.is_closing():
-                batch, _ = await log.wait(client, cursor, BLOCK_MS)
-                for event in batch:
+                try:
+                    item = await asyncio.wait_for(queue.get(), BLOCK_MS / 1000)
+                except TimeoutError:
+                    item = []
+                if isinstance(item, Exception):
+                    raise item
+                for event in item:
                     cursor = cursor.after(event)
                     await resp.write(_frame(event, cursor))
-                if batch:
+                if item:
                     beat = time.monotonic()
                 elif time.monotonic() - beat >= HEARTBEAT_SECONDS:
                     await resp.write(b": heartbeat\n\n")
                     beat = time.monotonic()
         finally:
-            if client is not request.app[state.STORE].client:
-                await client.aclose()
+            # Readers stop after their current XREAD (at most BLOCK_MS); a cancelled blocking
+            # read does not always give up its connection at once.
+            stop.set()
+            _, pending = await asyncio.wait(readers, timeout=BLOCK_MS / 1000 + 1)
+            for task in pending:
+                task.cancel()
     except CursorExpired as exc:
         detail = orjson.dumps({"reason": f"{exc}; reload the snapshot"})
         await resp.write(b"event: reset\ndata: " + detail + b"\n\n")

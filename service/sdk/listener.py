@@ -36,11 +36,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
 from .cache import DenyCache
+from .connections import connect
 from .events import (
     CHANNEL,
     Event,
@@ -80,14 +77,21 @@ class _Partition:
 class RevocationListener:
     """Feeds a :class:`DenyCache` from Redis and says how current it is.
 
-    ``redis_url`` names the Redis the service writes to; the listener opens its own
-    connections (one subscription, one for reads). ``partitions`` must equal the
+    ``redis`` is where the service writes: its ``TOKENWARD_REDIS_URL`` (``redis://``,
+    ``rediss://``, ``redis+sentinel://`` or ``redis+cluster://``; the listener opens and
+    closes its own connections, ``redis_options`` added to them), or a ready-made
+    ``redis.asyncio.Redis`` (a Sentinel ``master_for`` client included) or
+    ``redis.asyncio.cluster.RedisCluster`` that the caller keeps and closes. Give such a
+    client no retries (``Retry(NoBackoff(), 0)``): reads would survive them, and a
+    subscription silently re-established underneath is detected and treated as a
+    reconnect anyway. On a cluster the subscription goes to one node (any node delivers
+    every ``PUBLISH``), a new one on each reconnect. ``partitions`` must equal the
     service's ``TOKENWARD_PARTITIONS``.
     """
 
     def __init__(
         self,
-        redis_url: str,
+        redis: Any,
         cache: DenyCache | None = None,
         *,
         partitions: int = 1,
@@ -112,20 +116,14 @@ class RevocationListener:
         self.backoff_max = backoff_max
         self.batch = batch
         self.on_apply = on_apply
-        # Silent retries would reconnect the subscription behind our back and lose
-        # whatever was published meanwhile: every failure must surface here.
+        self._conn = connect(redis, socket_timeout, redis_options)
         # Typed as Any: redis-py's reply types are unions the code below narrows by protocol.
-        self._client: Any = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(NoBackoff(), 0),
-            **(redis_options or {}),
-        )
+        self._client: Any = self._conn.reader
         self._parts = [_Partition() for _ in range(partitions)]
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._connected = False
+        self._closing = False
         self._unsupported: str | None = None
         self._current_at = -math.inf  # monotonic time at which the listener last knew it was current
         self._first_current = asyncio.Event()
@@ -151,12 +149,13 @@ class RevocationListener:
 
     async def aclose(self) -> None:
         """Stop the task and close the connections."""
+        self._closing = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        await self._client.aclose()
+        await self._conn.aclose()
 
     @property
     def healthy(self) -> bool:
@@ -206,6 +205,11 @@ class RevocationListener:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure means: reconnect and resync
+                task = asyncio.current_task()
+                if self._closing or (task is not None and task.cancelling()):
+                    # On Python 3.11 a cancel that meets a socket timeout can come out as
+                    # TimeoutError (and redis-py's TimeoutError): stop, do not reconnect.
+                    raise asyncio.CancelledError from exc
                 log.warning("revocation listener lost Redis: %s: %s", type(exc).__name__, exc)
             finally:
                 self._connected = False
@@ -217,7 +221,7 @@ class RevocationListener:
 
     async def _session(self) -> None:
         """One subscription's life; always ends by raising."""
-        pubsub = self._client.pubsub()
+        pubsub, node_client = await self._conn.pubsub()
         try:
             await pubsub.subscribe(CHANNEL)
             await self._await_subscribed(pubsub)
@@ -226,6 +230,7 @@ class RevocationListener:
                 # from a later one: such a partition must be re-read.
                 if part.last_seq is None:
                     part.positioned = False
+            await self._verify_positions()
             self._connected = True
             tasks = [
                 asyncio.create_task(self._read(pubsub), name="tokenward-listener-read"),
@@ -243,6 +248,9 @@ class RevocationListener:
         finally:
             with contextlib.suppress(Exception):
                 await pubsub.aclose()
+            if node_client is not None:
+                with contextlib.suppress(Exception):
+                    await node_client.aclose()
 
     async def _await_subscribed(self, pubsub: Any) -> None:
         deadline = time.monotonic() + self.ping_timeout + self.ping_interval
@@ -251,6 +259,39 @@ class RevocationListener:
             if msg is not None and msg.get("type") == "subscribe":
                 return
         raise DeadConnection("no subscription confirmation")
+
+    async def _verify_positions(self) -> None:
+        """After a (re)connect: is each position still in this Redis's history?
+
+        A failover or a restart without AOF can lose the last writes the listener saw and
+        then hand out their seqs again. The entry at ``last_xid`` must still exist with
+        ``last_seq``; an older entry without ours means ours was lost (trimming removes the
+        oldest first). Nothing at or before it: trimmed or expired, which catch-up handles.
+        """
+        checked = [
+            (p, part) for p, part in enumerate(self._parts) if part.positioned and part.last_xid not in (None, "0-0")
+        ]
+        if not checked:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for p, part in checked:
+                pipe.xrevrange(stream_key(p), max=part.last_xid, min="-", count=1)
+            replies = await pipe.execute()
+        for (p, part), top in zip(checked, replies, strict=True):
+            if not top:
+                continue
+            xid, fields = top[0][0].decode(), top[0][1]
+            try:
+                seq = parse_event(fields.get(b"e", b""), xid).seq
+            except UnsupportedEvent as exc:
+                seq = exc.seq
+            except EventFormatError:
+                continue
+            if xid != part.last_xid or seq != part.last_seq:
+                log.warning(
+                    "partition %d: position %s/%s is not in Redis any more; reloading", p, part.last_xid, part.last_seq
+                )
+                part.positioned = False
 
     # -- pub/sub path -------------------------------------------------------------
 
@@ -305,6 +346,13 @@ class RevocationListener:
             part.seen_max = max(part.seen_max, event.seq)
             return False
         if part.last_seq is not None and event.seq <= part.last_seq:
+            if event.xid is not None and part.last_xid not in (None, "0-0") and _xid(event.xid) > _xid(part.last_xid):
+                # seq and stream id grow together in one history: an older seq at a newer id
+                # means Redis lost writes (a failover, a restart without AOF) and reused the
+                # seqs. Only a reload is true.
+                log.warning("partition %d: seq %d reused after %s; reloading", event.p, event.seq, part.last_xid)
+                part.positioned = False
+                return False
             return True  # a duplicate (pub/sub and the stream both delivered it)
         if part.last_seq is not None and event.seq != part.last_seq + 1:
             part.seen_max = max(part.seen_max, event.seq)
@@ -445,31 +493,45 @@ class RevocationListener:
         return belongs
 
     async def _scan(self, p: int) -> list[tuple[Kind, str, int, int]]:
+        """The partition's deny entries. On a cluster ``scan_iter`` walks every primary, so a
+        slot being migrated is read on both sides; each GET/PTTL goes to the key's node."""
         out: list[tuple[Kind, str, int, int]] = []
-        cursor: int = 0
-        while True:
-            cursor, keys = await self._client.scan(cursor=cursor, match=deny_pattern(p), count=self.batch)
-            if keys:
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for key in keys:
-                        pipe.get(key)
-                        pipe.pttl(key)
-                    values = await pipe.execute()
-                now_ms = int(time.time() * 1000)
-                for i, key in enumerate(keys):
-                    value, pttl = values[2 * i], values[2 * i + 1]
-                    parsed = parse_deny_key(key.decode())
-                    if parsed is None or value is None or pttl is None or int(pttl) < 0:
-                        continue
-                    _, kind, ident = parsed
-                    until = (now_ms + int(pttl)) // 1000
-                    if kind == "sub":
-                        out.append((kind, ident, int(value), until))
-                    else:
-                        # The key holds until (epoch s): the same number the event carries.
-                        out.append((kind, ident, 0, int(value)))
-            if cursor == 0:
-                return out
+        keys: list[bytes] = []
+        async for key in self._client.scan_iter(match=deny_pattern(p), count=self.batch):
+            keys.append(key)
+            if len(keys) >= self.batch:
+                out += await self._read_deny_keys(keys)
+                keys = []
+        if keys:
+            out += await self._read_deny_keys(keys)
+        return out
+
+    async def _read_deny_keys(self, keys: list[bytes]) -> list[tuple[Kind, str, int, int]]:
+        out: list[tuple[Kind, str, int, int]] = []
+        async with self._client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.get(key)
+                pipe.pttl(key)
+            values = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        for i, key in enumerate(keys):
+            value, pttl = values[2 * i], values[2 * i + 1]
+            parsed = parse_deny_key(key.decode())
+            if parsed is None or value is None or pttl is None or int(pttl) < 0:
+                continue
+            _, kind, ident = parsed
+            until = (now_ms + int(pttl)) // 1000
+            if kind == "sub":
+                out.append((kind, ident, int(value), until))
+            else:
+                # The key holds until (epoch s): the same number the event carries.
+                out.append((kind, ident, 0, int(value)))
+        return out
+
+
+def _xid(xid: str) -> tuple[int, int]:
+    ms, _, seq = xid.partition("-")
+    return int(ms), int(seq or 0)
 
 
 __all__ = ["DeadConnection", "RevocationListener"]

@@ -9,14 +9,16 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from service.keys import KeyRing
 from service.sdk.cache import DenyCache
-from service.sdk.events import Kind, parse_deny_key
+from service.sdk.events import Kind, parse_deny_key, seq_key
 from service.sdk.jwks import VerificationKey, keys_from_jwks
 from service.sdk.listener import RevocationListener
 from service.sdk.verifier import Verifier
 from tests.sdk.proxy import Proxy
+from tests.support.redis_servers import RedisCluster as TestCluster
 
 ListenerFactory = Callable[..., Coroutine[Any, Any, RevocationListener]]
 
@@ -30,7 +32,8 @@ async def redis_deny_set(client: aioredis.Redis) -> dict[tuple[Kind, str], int]:
     keys = [k async for k in client.scan_iter(match="tw:{*}:d[jsc]:*", count=5000)]
     for start in range(0, len(keys), 5000):
         chunk = keys[start : start + 5000]
-        values = await client.mget(chunk)
+        # On a cluster the chunk spans slots: mget_nonatomic splits it per slot.
+        values = await (client.mget_nonatomic(chunk) if isinstance(client, RedisCluster) else client.mget(chunk))
         for key, value in zip(chunk, values, strict=True):
             parsed = parse_deny_key(key.decode())
             if parsed is not None and value is not None:
@@ -64,18 +67,37 @@ def _diff(listener: RevocationListener, truth: dict[tuple[Kind, str], int]) -> s
 
 
 @pytest.fixture(name="make_listener")
-async def _make_listener(redis_server: Any) -> AsyncIterator[ListenerFactory]:
-    """Start listeners (own connections each) and close them all afterwards."""
+async def _make_listener(redis_server: Any, partitions: int) -> AsyncIterator[ListenerFactory]:
+    """Start listeners (own connections each, on the test topology) and close them all afterwards."""
     made: list[RevocationListener] = []
 
-    async def factory(url: str | None = None, *, wait: float | None = 10.0, **options: Any) -> RevocationListener:
-        listener = RevocationListener(url or redis_server.url, DenyCache(), **{**FAST, **options})
+    async def factory(url: Any = None, *, wait: float | None = 10.0, **options: Any) -> RevocationListener:
+        options = {"partitions": partitions, **FAST, **options}
+        listener = RevocationListener(url or redis_server.url, DenyCache(), **options)
         made.append(listener)
         await listener.start(wait=wait)
         return listener
 
     yield factory
     await asyncio.gather(*(listener.aclose() for listener in made))
+
+
+@pytest.fixture(name="node_clients")
+async def _node_clients(redis_server: Any) -> AsyncIterator[list[aioredis.Redis]]:
+    """A plain client per Redis process of the topology (one standalone, every node of a cluster)."""
+    servers = redis_server.nodes if isinstance(redis_server, TestCluster) else [redis_server]
+    clients = [aioredis.Redis(host="127.0.0.1", port=s.port) for s in servers]
+    yield clients
+    await asyncio.gather(*(c.aclose() for c in clients))
+
+
+async def counters(client: Any, partitions: int) -> dict[int, int | None]:
+    """Every partition's event counter (None: none yet), as ``RevocationListener.last_seq`` reports."""
+    out: dict[int, int | None] = {}
+    for p in range(partitions):
+        raw = await client.get(seq_key(p))
+        out[p] = int(raw) if raw is not None else None
+    return out
 
 
 @pytest.fixture(name="proxy")
