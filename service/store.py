@@ -166,7 +166,8 @@ class Store:
     async def aclose(self) -> None:
         """Close the connection pool (and, on Sentinel, the connections to the sentinels)."""
         await self.client.aclose()
-        manager = getattr(self.client.connection_pool, "sentinel_manager", None)
+        pool = getattr(self.client, "connection_pool", None)  # a RedisCluster has none
+        manager = getattr(pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):
             await sentinel.aclose()
 

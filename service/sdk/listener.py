@@ -151,11 +151,17 @@ class RevocationListener:
         """Stop the task and close the connections."""
         self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: closing a connection the server already dropped can stall in
+            # redis-py's disconnect; a stuck close must not hang the application's shutdown.
+            for _ in range(3):
+                self._task.cancel()
+                done, _ = await asyncio.wait({self._task}, timeout=2.0)
+                if done:
+                    break
             self._task = None
-        await self._conn.aclose()
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(2.0):
+                await self._conn.aclose()
 
     @property
     def healthy(self) -> bool:
@@ -247,10 +253,12 @@ class RevocationListener:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                async with asyncio.timeout(2.0):
+                    await pubsub.aclose()
             if node_client is not None:
                 with contextlib.suppress(Exception):
-                    await node_client.aclose()
+                    async with asyncio.timeout(2.0):
+                        await node_client.aclose()
 
     async def _await_subscribed(self, pubsub: Any) -> None:
         deadline = time.monotonic() + self.ping_timeout + self.ping_interval
