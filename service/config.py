@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote, urlsplit
 
 from .errors import ConfigError
+from .sdk.connections import Target as RedisTarget
+from .sdk.connections import parse_url
 
 PREFIX: Final = "TOKENWARD_"
 
@@ -131,7 +132,7 @@ class Settings:
                 f"keep private state. Set {PREFIX}REDIS_URL (or bind to 127.0.0.1 for development)."
             )
         if self.redis_url is not None:
-            RedisTarget.parse(self.redis_url.value)
+            parse_redis_url(self.redis_url.value)
         if self.deny_mode == "cached" and self.redis_url is None:
             raise ConfigError(
                 f"{PREFIX}DENY_MODE=cached needs {PREFIX}REDIS_URL: the deny cache is fed by the events in Redis"
@@ -147,56 +148,17 @@ class Settings:
             raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
 
 
-@dataclass(frozen=True, slots=True)
-class RedisTarget:
-    """A parsed ``TOKENWARD_REDIS_URL``."""
+def parse_redis_url(url: str) -> RedisTarget:
+    """Parse ``TOKENWARD_REDIS_URL`` (redis://, rediss://, unix://, redis+sentinel://, redis+cluster://).
 
-    kind: str  # "redis" | "sentinel" | "cluster"
-    url: str = ""
-    hosts: tuple[tuple[str, int], ...] = ()
-    service: str = ""
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def parse(cls, url: str) -> RedisTarget:
-        """Parse redis://, rediss://, unix://, redis+sentinel:// and redis+cluster:// URLs."""
-        scheme, sep, _ = url.partition("://")
-        if not sep:
-            raise ConfigError("TOKENWARD_REDIS_URL must look like redis://host:port/db")
-        scheme = scheme.lower()
-        if scheme in ("redis", "rediss", "unix"):
-            return cls("redis", url=url)
-        if scheme not in ("redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"):
-            raise ConfigError(
-                f"TOKENWARD_REDIS_URL has unknown scheme {scheme!r}: use redis, rediss, redis+sentinel or redis+cluster"
-            )
-        parts = urlsplit(url)
-        username = unquote(parts.username) if parts.username else None
-        password = unquote(parts.password) if parts.password else None
-        netloc = parts.netloc.rpartition("@")[2]
-        hosts = []
-        for item in netloc.split(","):
-            host, _, port = item.rpartition(":")
-            try:
-                hosts.append((host.strip("[]") or "127.0.0.1", int(port)))
-            except ValueError:
-                raise ConfigError(f"TOKENWARD_REDIS_URL: {item!r} is not host:port") from None
-        path = [p for p in parts.path.split("/") if p]
-        tls = scheme.startswith("rediss")
-        if scheme.endswith("sentinel"):
-            if not path:
-                raise ConfigError("TOKENWARD_REDIS_URL: redis+sentinel:// needs /<master name>[/<db>]")
-            try:
-                db = int(path[1]) if len(path) > 1 else 0
-            except ValueError:
-                raise ConfigError("TOKENWARD_REDIS_URL: the sentinel db must be a number") from None
-            return cls(
-                "sentinel", hosts=tuple(hosts), service=path[0], db=db, username=username, password=password, tls=tls
-            )
-        return cls("cluster", hosts=tuple(hosts), username=username, password=password, tls=tls)
+    The parser is the SDK's, so the service and its resource servers read a URL alike.
+    """
+    if "://" not in url:
+        raise ConfigError(f"{PREFIX}REDIS_URL must look like redis://host:port/db")
+    try:
+        return parse_url(url)
+    except ValueError as exc:
+        raise ConfigError(f"{PREFIX}REDIS_URL: {exc}") from None
 
 
 def _is_loopback(host: str) -> bool:

@@ -53,7 +53,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
-from .config import RedisTarget, Settings
+from .config import Settings, parse_redis_url
 from .errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def create_client(settings: Settings) -> tuple[Any, str]:
 
         # lua_modules=set() makes fakeredis run scripts with lupa, as real Redis would.
         return fakeredis.FakeAsyncRedis(lua_modules=set()), "embedded"
-    target = RedisTarget.parse(settings.redis_url.value)
+    target = parse_redis_url(settings.redis_url.value)
     common: dict[str, Any] = {
         "socket_timeout": settings.redis_timeout,
         "socket_connect_timeout": settings.redis_timeout,

@@ -76,19 +76,9 @@ def test_cached_deny_mode_on_every_topology(url: str) -> None:
         ("rediss+cluster://u:pw@n0:7000,n1:7001", "cluster", (("n0", 7000), ("n1", 7001))),
     ],
 )
-def test_sdk_parses_the_service_urls_as_the_service_does(url: str, kind: str, hosts: tuple[object, ...]) -> None:
-    """The SDK's own small URL parser agrees with RedisTarget (the SDK cannot import it)."""
-    from service.config import RedisTarget
-    from service.sdk.connections import parse_url
+def test_redis_urls_parse_into_their_parts(url: str, kind: str, hosts: tuple[object, ...]) -> None:
+    """One parser (the SDK's) for the service and its resource servers."""
+    from service.config import parse_redis_url
 
-    ours, theirs = parse_url(url), RedisTarget.parse(url)
-    assert (ours.kind, ours.hosts, ours.service, ours.db, ours.username, ours.password, ours.tls) == (
-        theirs.kind,
-        theirs.hosts,
-        theirs.service,
-        theirs.db,
-        theirs.username,
-        theirs.password,
-        theirs.tls,
-    )
-    assert (ours.kind, ours.hosts) == (kind, hosts)
+    target = parse_redis_url(url)
+    assert (target.kind, target.hosts) == (kind, hosts)

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from service.config import RedisTarget, Secret, Settings
+from service.config import Secret, Settings, parse_redis_url
 from service.errors import ConfigError
 from service.store import connect
 from tests.conftest import AppFactory
@@ -134,7 +134,7 @@ async def test_acl_user_and_password(make_client: AppFactory) -> None:
     ],
 )
 def test_url_forms(url: str, kind: str) -> None:
-    assert RedisTarget.parse(url).kind == kind
+    assert parse_redis_url(url).kind == kind
 
 
 @pytest.mark.parametrize(
@@ -142,4 +142,4 @@ def test_url_forms(url: str, kind: str) -> None:
 )
 def test_bad_urls_name_the_variable(url: str) -> None:
     with pytest.raises(ConfigError, match="TOKENWARD_REDIS_URL"):
-        RedisTarget.parse(url)
+        parse_redis_url(url)
