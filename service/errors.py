@@ -81,5 +81,9 @@ class NotFound(TokenwardError):
     """The addressed resource does not exist (or is not the caller's)."""
 
 
+class CursorExpired(TokenwardError):
+    """The events after a cursor are gone from the stream: reload the snapshot."""
+
+
 class StoreUnavailable(TokenwardError):
     """Redis could not be reached or did not confirm the write in time."""

@@ -23,16 +23,12 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .config import Settings
-from .errors import InvalidRequest
+from .errors import CursorExpired, InvalidRequest
 from .sdk.events import Event, EventFormatError, deny_pattern, parse_deny_key, parse_event, seq_key, stream_key
 from .store import Store
 
 CURSOR_VERSION: Final = "1"
 _POSITION_RE: Final = re.compile(r"^([0-9]{1,3})_([0-9]{1,20}-[0-9]{1,20})_([0-9]{1,20})$")
-
-
-class CursorExpired(Exception):
-    """The events after a cursor are gone from the stream: reload the snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +154,7 @@ class EventLog:
             else:
                 last = batch[-1].seq if batch else pos.seq
                 if raw_counter is not None and int(raw_counter) > last:
-                    raise CursorExpired(f"partition {p}: events after seq {last} were trimmed")
+                    raise CursorExpired(f"partition {p}: events after seq {last} were trimmed; reload the snapshot")
             events.extend(batch)
             for event in batch:
                 cursor = cursor.after(event)
@@ -247,7 +243,7 @@ class EventLog:
                 # corruption, and the seq check on the next one says whether it mattered.
                 continue
             if expected is not None and event.seq != expected:
-                raise CursorExpired(f"partition {p}: seq {expected} is no longer in the stream")
+                raise CursorExpired(f"partition {p}: seq {expected} is no longer in the stream; reload the snapshot")
             expected = event.seq + 1
             out.append(event)
         return out

@@ -42,6 +42,7 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (errors.InsufficientScope, ErrorShape(403, "insufficient_scope")),
     (errors.InvalidToken, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward", error="invalid_token"')),
     (errors.NotFound, ErrorShape(404, "not_found")),
+    (errors.CursorExpired, ErrorShape(410, "reset")),
     (errors.StoreUnavailable, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.ConnectionError, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.TimeoutError, ErrorShape(503, "temporarily_unavailable")),
