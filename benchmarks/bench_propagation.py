@@ -42,7 +42,8 @@ async def worker(url: str, count: int) -> None:
     sys.stdout.write(orjson.dumps(arrivals).decode() + "\n")
 
 
-async def layout(url: str, processes: int, per_process: int) -> list[float]:
+def spawn(url: str, processes: int, per_process: int) -> list[subprocess.Popen[str]]:
+    """Start the worker processes and wait until each has its listeners running."""
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "benchmarks.bench_propagation", "--worker", url, str(per_process)],
@@ -55,6 +56,11 @@ async def layout(url: str, processes: int, per_process: int) -> list[float]:
     for child in children:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
+    return children
+
+
+async def layout(url: str, processes: int, per_process: int) -> list[float]:
+    children = await asyncio.to_thread(spawn, url, processes, per_process)
     client = aioredis.Redis.from_url(url)
     revoke = client.register_script(load_script_source("revoke"))
     returned: dict[str, float] = {}
@@ -71,7 +77,7 @@ async def layout(url: str, processes: int, per_process: int) -> list[float]:
     await asyncio.sleep(1.0)  # let the last events land everywhere before the children stop
     delays: list[float] = []
     for child in children:
-        out, _ = child.communicate("", timeout=30)
+        out, _ = await asyncio.to_thread(child.communicate, "", 30)
         delays += [at - returned[jti] for jti, at in orjson.loads(out.splitlines()[-1]) if jti in returned]
     expected = EVENTS * processes * per_process
     assert len(delays) == expected, f"{expected - len(delays)} applications missing"
