@@ -26,6 +26,8 @@ from jwt.algorithms import get_default_algorithms
 
 from .errors import InvalidToken
 from .keys import KeyRing
+from .sdk import verifier as sdk_verifier
+from .sdk.verifier import parse_claims
 
 ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a media type, not a secret
 MAX_TOKEN_BYTES: Final = 4096
@@ -57,10 +59,13 @@ VERIFIED_CACHE_SIZE: Final = 10_000
 # Unpadded base64url, as JWS compact serialisation requires (RFC 7515 §2).
 _B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*$")
 _ALGORITHMS: Final = get_default_algorithms()
-ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
 _REFRESH_RE: Final = re.compile(
     r"^twr_([0-9a-f]{2}[A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,8})\.([A-Za-z0-9_-]{32})\.([0-9a-f]{16})$"
 )
+
+#: The claims the service acts on: the SDK's type, so both sides parse tokens alike.
+AccessClaims = sdk_verifier.Claims
+ID_RE = sdk_verifier.ID_RE
 
 
 def new_id(partition: int) -> str:
@@ -159,20 +164,6 @@ def unseal(sealed: bytes, presented: str) -> str:
     pad = hashlib.sha256(b"tokenward-grace:" + presented.encode()).digest()
     raw = bytes(a ^ b for a, b in zip(sealed, pad, strict=False))
     return _b64(raw)
-
-
-@dataclass(frozen=True, slots=True)
-class AccessClaims:
-    """The verified claims of an access token that the service acts on."""
-
-    sub: str
-    sid: str
-    jti: str
-    iat: int
-    exp: int
-    scope: str
-    client_id: str
-    raw: Mapping[str, Any]
 
 
 class AccessTokens:
@@ -313,15 +304,8 @@ class AccessTokens:
 
 
 def _claims(claims: Mapping[str, Any]) -> AccessClaims:
-    sub, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
-    iat, exp = claims.get("iat"), claims.get("exp")
-    scope, client_id = claims.get("scope", ""), claims.get("client_id", "")
-    if not (isinstance(sub, str) and isinstance(sid, str) and isinstance(jti, str)):
-        raise InvalidToken("invalid claims")
-    if not (isinstance(iat, int) and isinstance(exp, int)) or isinstance(iat, bool) or isinstance(exp, bool):
-        raise InvalidToken("invalid claims")
-    if not (isinstance(scope, str) and isinstance(client_id, str)):
-        raise InvalidToken("invalid claims")
-    if not (ID_RE.match(sid) and ID_RE.match(jti)) or not 0 < len(sub) <= 255:
-        raise InvalidToken("invalid claims")
-    return AccessClaims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, scope=scope, client_id=client_id, raw=claims)
+    """The SDK's claim rules, raising the service's InvalidToken."""
+    try:
+        return parse_claims(claims)
+    except sdk_verifier.InvalidToken:
+        raise InvalidToken("invalid claims") from None

@@ -13,6 +13,7 @@ The rules (mirroring ``AccessTokens.verify`` in the service):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -26,6 +27,8 @@ ACCESS_TOKEN_TYPE: Final = "at+jwt"  # noqa: S105 - a media type, not a secret
 MAX_TOKEN_BYTES: Final = 4096
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "sid")
 _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
+#: A sid or jti: the partition as two hex digits, then the random part (docs/events.md).
+ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
 
 
 class InvalidToken(Exception):
@@ -121,10 +124,14 @@ class Verifier:
             )
         except (jwt.PyJWTError, ValueError, TypeError):
             raise InvalidToken("invalid token") from None
-        return _claims(claims)
+        return parse_claims(claims)
 
 
-def _claims(claims: Mapping[str, Any]) -> Claims:
+def parse_claims(claims: Mapping[str, Any]) -> Claims:
+    """The typed claims of a signature-checked payload; InvalidToken when any is malformed.
+
+    The service applies this same function, so both sides refuse the same tokens.
+    """
     sub, sid, jti = claims.get("sub"), claims.get("sid"), claims.get("jti")
     iat, exp = claims.get("iat"), claims.get("exp")
     scope, client_id = claims.get("scope", ""), claims.get("client_id", "")
@@ -134,9 +141,18 @@ def _claims(claims: Mapping[str, Any]) -> Claims:
         raise InvalidToken("invalid claims")
     if not (isinstance(scope, str) and isinstance(client_id, str)):
         raise InvalidToken("invalid claims")
-    if len(sid) < 3 or len(jti) < 3:
+    if not (ID_RE.match(sid) and ID_RE.match(jti)) or not 0 < len(sub) <= 255:
         raise InvalidToken("invalid claims")
     return Claims(sub=sub, sid=sid, jti=jti, iat=iat, exp=exp, scope=scope, client_id=client_id, raw=claims)
 
 
-__all__ = ["ACCESS_TOKEN_TYPE", "MAX_TOKEN_BYTES", "Claims", "InvalidToken", "RevokedToken", "Verifier"]
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "ID_RE",
+    "MAX_TOKEN_BYTES",
+    "Claims",
+    "InvalidToken",
+    "RevokedToken",
+    "Verifier",
+    "parse_claims",
+]

@@ -110,3 +110,18 @@ async def test_sdk_accepts_what_the_service_mints(keyring: Any) -> None:
     raw = tokens.mint(sub="alice", sid="00sid", jti="00jti", iat=int(time.time()), scope="read", client_id="c")
     claims = await verifier_for(keyring, DenyCache()).verify(raw)
     assert (claims.sub, claims.sid, claims.jti, claims.scope) == ("alice", "00sid", "00jti", "read")
+
+
+@pytest.mark.parametrize(("sid", "jti"), [("zz-not-ours", "00jti"), ("00sid", "x"), ("00sid", "00bad/chars")])
+async def test_sdk_refuses_ids_the_service_refuses(keyring: Any, sid: str, jti: str) -> None:
+    """Ids outside the service's shape are refused by both sides (one claim parser)."""
+    from service.errors import InvalidToken as ServiceInvalidToken
+    from service.tokens import AccessTokens
+    from tests.sdk.conftest import verifier_for
+
+    tokens = AccessTokens(keyring, "https://tokenward.test", "api.test", 300, 5)
+    raw = tokens.mint(sub="alice", sid=sid, jti=jti, iat=int(time.time()), scope="read", client_id="c")
+    with pytest.raises(InvalidToken):
+        await verifier_for(keyring, DenyCache()).verify(raw)
+    with pytest.raises(ServiceInvalidToken):
+        tokens.verify(raw)
