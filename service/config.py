@@ -48,6 +48,9 @@ class Settings:
     remember_max_ttl: int = 90 * 24 * 3600
     refresh_grace: int = 15
     refresh_grace_uses: int = 10
+    # What a refresh from a new network or agent, or a burst of refreshes, does: see anomalies.py.
+    refresh_anomaly: str = "flag"
+    refresh_burst: int = 30
     leeway: int = 5
     keys_dir: Path | None = None
     signing_kid: str | None = None
@@ -95,6 +98,8 @@ class Settings:
             remember_max_ttl=env.get_int("REMEMBER_MAX_TTL", d.remember_max_ttl, lo=1),
             refresh_grace=env.get_int("REFRESH_GRACE", d.refresh_grace, lo=0, hi=300),
             refresh_grace_uses=env.get_int("REFRESH_GRACE_USES", d.refresh_grace_uses, lo=1, hi=1000),
+            refresh_anomaly=env.get_choice("REFRESH_ANOMALY", "FLAG", ("ALLOW", "FLAG", "REVOKE")).lower(),
+            refresh_burst=env.get_int("REFRESH_BURST", d.refresh_burst, lo=2, hi=100_000),
             leeway=env.get_int("LEEWAY", d.leeway, lo=0, hi=300),
             keys_dir=env.get_path("KEYS_DIR"),
             signing_kid=env.get_str("SIGNING_KID", "") or None,

@@ -32,6 +32,8 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "TOKENWARD_KEYS_DIR"),
         ({"TOKENWARD_REDIS_URL": "redis://x", "TOKENWARD_KEYS_DIR": "/k"}, "TOKENWARD_CLIENTS_FILE"),
         ({"TOKENWARD_DENY_MODE": "cached"}, "TOKENWARD_DENY_MODE"),
+        ({"TOKENWARD_REFRESH_ANOMALY": "ignore"}, "TOKENWARD_REFRESH_ANOMALY"),
+        ({"TOKENWARD_REFRESH_BURST": "1"}, "TOKENWARD_REFRESH_BURST"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:

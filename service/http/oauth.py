@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from .. import state
+from ..anomalies import RefreshOrigin
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
 from . import parsing
@@ -53,7 +54,8 @@ async def token(request: web.Request) -> web.Response:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
     client_id = _optional_client_id(request)
-    pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope)
+    origin = RefreshOrigin.of(request.remote, request.headers.get("User-Agent"))
+    pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope, origin=origin)
     return token_response(pair)
 
 
