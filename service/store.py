@@ -26,8 +26,9 @@ secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes), after the fir
 (absent = 0) and the successor sealed under the previous secret (24 raw bytes),
 ``ca``/``la`` created and last used (epoch s), ``ax`` absolute expiry (ms), ``it`` idle TTL
 (s), ``dn``/``ua``/``ip`` the device as the login backend described it, ``ri``/``ru``
-the address and agent of the latest refresh, ``nw`` the network (/24, /48) of the latest
-refresh (at first, of the login's ``ip``), ``rw``/``rc`` the current refresh-burst window
+the address and agent of the latest refresh (absent while equal to the device's), ``nw``
+the network (/24, /48) of the latest refresh (at first, of the login's ``ip``),
+``rw``/``rc`` the current refresh-burst window
 (epoch s) and the refreshes counted in it (each absent when empty). Values are kept short (raw
 bytes, integers) so the hash stays listpack-encoded; nothing grows with the number of
 rotations.

@@ -90,6 +90,23 @@ class TestRecording:
         assert (row["last_ip"], row["last_user_agent"]) == (ELSEWHERE, AGENT)
 
 
+    async def test_back_at_the_login_device_the_extra_fields_go(
+        self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace
+    ) -> None:
+        first = await login(client, device={"user_agent": AGENT, "ip": "127.0.0.1"})
+        sid = first["session_id"]
+        session = keys.session(keys.partition_of_id(sid), sid)
+        status, body = await refresh_as(client, first["refresh_token"], agent="other/1")
+        assert status == 200, body
+        assert await redis_client.hget(session, "ru") == b"other/1"
+        status, body = await refresh_as(client, body["refresh_token"])
+        assert status == 200, body
+        assert await redis_client.hmget(session, "ri", "ru") == [None, None]
+        resp = await client.get("/v1/me/sessions", headers=bearer(body["access_token"]))
+        (row,) = (await resp.json())["sessions"]
+        assert (row["last_ip"], row["last_user_agent"]) == ("127.0.0.1", AGENT)
+
+
 class TestFlagPolicy:
     async def test_network_change_flags_once_and_refresh_goes_on(
         self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace

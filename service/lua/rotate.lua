@@ -29,7 +29,7 @@
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x',
-  'ri', 'ru', 'nw', 'rw', 'rc', 'ua')
+  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip')
 if not f[1] then
   return {0, 'invalid'}
 end
@@ -60,17 +60,27 @@ local policy = ARGV[19]
 -- Record where this refresh came from; compare with the previous one (anomalies.py).
 -- Only the first refresh over the burst limit in a window flags, so a burst is one signal.
 local function observe(counting)
-  local reasons, set = {}, {}
+  local reasons, set, del = {}, {}, {}
   local ip, net, ua = ARGV[16], ARGV[17], ARGV[18]
   -- Until the first refresh, the login's device (ua, and nw from its ip) is the baseline.
-  local last_ua = f[15] or f[19]
+  local last_ip, last_ua = f[14] or f[20], f[15] or f[19]
   if policy ~= 'allow' then
     if net ~= '' and f[16] and f[16] ~= net then table.insert(reasons, 'network') end
     if ua ~= '' and last_ua and last_ua ~= ua then table.insert(reasons, 'agent') end
   end
-  if ip ~= '' and ip ~= f[14] then table.insert(set, 'ri'); table.insert(set, ip) end
+  -- ri/ru are kept only while they differ from the login's device: most sessions refresh
+  -- from where they logged in, and memory per session is the product's cost.
+  local function remember(field, value, last, device)
+    if value == '' or value == last then return end
+    if value == device then
+      table.insert(del, field)
+    else
+      table.insert(set, field); table.insert(set, value)
+    end
+  end
+  remember('ri', ip, last_ip, f[20])
+  remember('ru', ua, last_ua, f[19])
   if net ~= '' and net ~= f[16] then table.insert(set, 'nw'); table.insert(set, net) end
-  if ua ~= '' and ua ~= f[15] then table.insert(set, 'ru'); table.insert(set, ua) end
   if counting and policy ~= 'allow' then
     local rw, rc = tonumber(f[17] or 0), tonumber(f[18] or 0)
     if now_s - rw >= tonumber(ARGV[20]) then
@@ -82,6 +92,7 @@ local function observe(counting)
     if rc == tonumber(ARGV[21]) + 1 then table.insert(reasons, 'burst') end
   end
   if #set > 0 then redis.call('HSET', s, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', s, unpack(del)) end
   return reasons
 end
 
