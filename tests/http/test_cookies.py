@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import DummyCookieJar, web
+from aiohttp import ClientSession, DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
@@ -24,6 +24,8 @@ from service.keys import KeyRing
 from service.store import Keyspace
 from tests.conftest import basic
 from tests.factories import bearer, refresh
+from tests.support.processes import Nginx
+from tests.support.redis_servers import free_port
 
 APP = "https://app.test"
 OTHER = "https://evil.test"
@@ -374,3 +376,68 @@ class TestConcurrency:
         assert (await cookie_refresh(cc, cookie_value(ok[0]))).status == 200
         me = await cc.get("/v1/me/sessions", headers=bearer(body["access_token"]))
         assert me.status == 200
+
+
+class TestBehindNginx:
+    async def test_same_host_deployment(self, make_cookie_client: CookieFactory) -> None:
+        """deploy/nginx/browser-sessions.conf on a real nginx: login backend and /oauth under one host.
+
+        The backend relays Tokenward's Set-Cookie; the cookie, host-only with Path=/oauth, comes
+        back through the proxy to Tokenward, which rotates and finally clears it.
+        """
+        tokenward = await make_cookie_client()
+        tw_url = str(tokenward.make_url("")).rstrip("/")
+
+        async def backend_login(request: web.Request) -> web.Response:
+            async with (
+                ClientSession() as http,
+                http.post(
+                    f"{tw_url}/v1/sessions", json={"sub": "alice", "delivery": "cookie"}, headers=basic("login")
+                ) as resp,
+            ):
+                relayed = web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+                for value in resp.headers.getall("Set-Cookie", []):
+                    relayed.headers.add("Set-Cookie", value)
+                return relayed
+
+        async def backend_other(request: web.Request) -> web.Response:
+            return web.Response(status=404, text="login backend")
+
+        backend = web.Application()
+        backend.router.add_post("/login", backend_login)
+        backend.router.add_route("*", "/{tail:.*}", backend_other)
+        runner = web.AppRunner(backend)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        nginx = await asyncio.to_thread(Nginx(tw_url, f"http://127.0.0.1:{port}", "browser-sessions.conf").start)
+        try:
+            async with ClientSession(cookie_jar=DummyCookieJar()) as http:
+                async with http.post(f"{nginx.url}/login") as resp:
+                    assert resp.status == 201
+                    login_body = await resp.json()
+                    token = cookie_value(resp)
+                    assert "refresh_token" not in login_body and "Path=/oauth;" in set_cookie(resp)
+                headers = {**CSRF, "Cookie": f"{NAME}={token}"}
+                async with http.post(
+                    f"{nginx.url}/oauth/token", data={"grant_type": "refresh_token"}, headers=headers
+                ) as resp:
+                    assert resp.status == 200
+                    access = (await resp.json())["access_token"]
+                    successor = cookie_value(resp)
+                async with http.get(f"{nginx.url}/v1/me/sessions", headers=bearer(access)) as resp:
+                    assert resp.status == 200 and len((await resp.json())["sessions"]) == 1
+                # Only the browser endpoints are exposed on the app's host.
+                async with http.post(f"{nginx.url}/oauth/introspect", data={"token": access}) as resp:
+                    assert resp.status == 404 and await resp.text() == "login backend"
+                async with http.post(
+                    f"{nginx.url}/oauth/revoke",
+                    data={"token_type_hint": "refresh_token"},
+                    headers={**CSRF, "Cookie": f"{NAME}={successor}"},
+                ) as resp:
+                    assert resp.status == 200 and "Max-Age=0" in set_cookie(resp)
+                async with http.get(f"{nginx.url}/v1/me/sessions", headers=bearer(access)) as resp:
+                    assert resp.status == 401
+        finally:
+            await asyncio.to_thread(nginx.stop)
+            await runner.cleanup()
