@@ -24,7 +24,7 @@ from service.keys import KeyRing
 from service.store import Keyspace
 from tests.conftest import basic
 from tests.factories import bearer, refresh
-from tests.support.processes import Nginx
+from tests.support.processes import ROOT, Nginx
 from tests.support.redis_servers import free_port
 
 APP = "https://app.test"
@@ -441,3 +441,10 @@ class TestBehindNginx:
         finally:
             await asyncio.to_thread(nginx.stop)
             await runner.cleanup()
+
+    def test_the_documented_server_block_is_the_tested_file(self) -> None:
+        """docs/browser-sessions.md shows exactly deploy/nginx/browser-sessions.conf (minus its comment header)."""
+        conf = (ROOT / "deploy" / "nginx" / "browser-sessions.conf").read_text()
+        block = conf[conf.index("server {") :].strip()
+        doc = (ROOT / "docs" / "browser-sessions.md").read_text()
+        assert f"```nginx\n{block}\n```" in doc
