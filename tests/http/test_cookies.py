@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,9 +23,9 @@ from service.clients import ClientRegistry
 from service.config import Settings
 from service.keys import KeyRing
 from service.store import Keyspace
-from tests.conftest import basic
+from tests.conftest import CLIENT_SECRETS, basic
 from tests.factories import bearer, refresh
-from tests.support.processes import ROOT, Nginx
+from tests.support.processes import ROOT, Nginx, ServiceProcess, write_config
 from tests.support.redis_servers import free_port
 
 APP = "https://app.test"
@@ -347,6 +348,7 @@ class TestCookieModeOff:
         assert resp.status == 400 and "TOKENWARD_COOKIE_ORIGINS" in (await resp.json())["detail"]
 
 
+@pytest.mark.topologies("standalone", "cluster")
 class TestConcurrency:
     async def test_many_concurrent_refreshes_get_one_successor(
         self, make_cookie_client: CookieFactory, redis_client: aioredis.Redis, keys: Keyspace
@@ -376,6 +378,47 @@ class TestConcurrency:
         assert (await cookie_refresh(cc, cookie_value(ok[0]))).status == 200
         me = await cc.get("/v1/me/sessions", headers=bearer(body["access_token"]))
         assert me.status == 200
+
+
+class TestReplicas:
+    async def test_racing_replicas_agree_on_one_successor(
+        self, redis_client: aioredis.Redis, settings: Settings, keyring: KeyRing, tmp_path: Path
+    ) -> None:
+        """Two service processes on one Redis, 40 refreshes of one cookie spread over both: one successor."""
+        n = 40
+        assert settings.redis_url is not None
+        env = {
+            **write_config(tmp_path, keyring, CLIENT_SECRETS),
+            "TOKENWARD_REDIS_URL": settings.redis_url.value,
+            "TOKENWARD_COOKIE_ORIGINS": APP,
+            "TOKENWARD_REFRESH_GRACE_USES": str(n),
+        }
+        replicas = [ServiceProcess(env), ServiceProcess(env)]
+        await asyncio.gather(*(asyncio.to_thread(r.start) for r in replicas))
+        try:
+            async with ClientSession(cookie_jar=DummyCookieJar()) as http:
+                async with http.post(
+                    f"{replicas[0].url}/v1/sessions",
+                    json={"sub": "alice", "delivery": "cookie"},
+                    headers=basic("login"),
+                ) as resp:
+                    assert resp.status == 201
+                    token = cookie_value(resp)
+
+                async def one(url: str) -> tuple[int, str]:
+                    headers = {**CSRF, "Cookie": f"{NAME}={token}"}
+                    async with http.post(
+                        f"{url}/oauth/token", data={"grant_type": "refresh_token"}, headers=headers
+                    ) as r:
+                        await r.read()
+                        return r.status, cookie_value(r) if r.status == 200 else ""
+
+                answers = await asyncio.gather(*(one(replicas[i % 2].url) for i in range(n)))
+            assert [status for status, _ in answers] == [200] * n
+            assert len({cookie for _, cookie in answers}) == 1
+        finally:
+            for r in replicas:
+                r.stop()
 
 
 class TestBehindNginx:
