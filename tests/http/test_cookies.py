@@ -324,6 +324,10 @@ class TestCors:
         assert resp.status == 201 and "Access-Control-Allow-Origin" not in resp.headers
         pre = await cc.options("/v1/sessions", headers={"Origin": APP, "Access-Control-Request-Method": "POST"})
         assert pre.status == 405 and "Access-Control-Allow-Origin" not in pre.headers
+        # The public client script answers CORS by itself ("*", no credentials); the middleware stays out.
+        script = await cc.get("/client/tokenward.js", headers={"Origin": APP})
+        assert "Access-Control-Allow-Credentials" not in script.headers
+        assert script.headers.get("Access-Control-Allow-Origin", "*") == "*"
 
 
 class TestCookieModeOff:
