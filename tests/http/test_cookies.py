@@ -271,11 +271,34 @@ class TestCsrf:
         assert (await cookie_refresh(cc, token)).status == 200
         assert (await refresh(cc, other["refresh_token"]))[0] == 200
 
-    async def test_a_cookie_from_another_path_does_not_shadow_ours(self, cc: Client) -> None:
-        """With two cookies of the name, the first sent (the longest path) is used."""
-        _, token, _ = await cookie_login(cc)
-        resp = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={token}; {NAME}=twr_stale"})
-        assert resp.status == 200
+    async def test_a_planted_twin_cookie_is_refused(
+        self, cc: Client, redis_client: aioredis.Redis, keys: Keyspace
+    ) -> None:
+        """Cookie tossing: another host of the site plants a second cookie of the name (sent first,
+        thanks to a longer Path) to sign the victim into the attacker's session. Refused, nothing spent."""
+        victim, token, _ = await cookie_login(cc, "victim")
+        attacker, planted, _ = await cookie_login(cc, "attacker")
+        before = [await snapshot(redis_client, keys, s["session_id"]) for s in (victim, attacker)]
+        resp = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={planted}; {NAME}={token}"})
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"
+        assert "Set-Cookie" not in resp.headers
+        assert [await snapshot(redis_client, keys, s["session_id"]) for s in (victim, attacker)] == before
+        # The same value twice is one cookie, not a twin.
+        same = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={token}; {NAME}={token}"})
+        assert same.status == 200
+
+    async def test_logout_with_a_planted_twin_ends_both(self, cc: Client) -> None:
+        """The user asked to be signed out: every session a cookie names ends."""
+        victim, token, _ = await cookie_login(cc, "victim")
+        attacker, planted, _ = await cookie_login(cc, "attacker")
+        resp = await cc.post(
+            "/oauth/revoke",
+            data={"token_type_hint": "refresh_token"},
+            headers={**CSRF, "Cookie": f"{NAME}={planted}; {NAME}={token}"},
+        )
+        assert resp.status == 200 and "Max-Age=0" in set_cookie(resp)
+        for body in (victim, attacker):
+            assert (await cc.get("/v1/me/sessions", headers=bearer(body["access_token"]))).status == 401
 
 
 class TestCors:
