@@ -190,6 +190,16 @@ class TestRefreshByCookie:
         assert resp.status == 400 and await resp.json() == INVALID_GRANT
         assert "Set-Cookie" not in resp.headers
 
+    @pytest.mark.parametrize(
+        "value",
+        ["twr_", "twr_x.y.z.w", "a" * 4000, "twr_" + "A" * 22 + ".9999999999999999999999.x.y", '"twr_quoted"', "%00"],
+    )
+    async def test_hostile_cookie_values_are_invalid_grant(self, cc: Client, value: str) -> None:
+        resp = await cookie_refresh(cc, value)
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
+        revoke = await cc.post("/oauth/revoke", data={}, headers={**CSRF, "Cookie": f"{NAME}={value}"})
+        assert revoke.status == 200
+
     async def test_no_cookie_means_signed_out(self, cc: Client) -> None:
         """The browser client's call without a cookie (expired, cleared) is invalid_grant: sign in again."""
         resp = await cc.post("/oauth/token", data={"grant_type": "refresh_token"}, headers=CSRF)
