@@ -1,0 +1,302 @@
+"""The API contract: service/openapi.json against the real router, the OpenAPI 3.1 meta-schema, and
+schemathesis fuzzing the live service on real Redis with every check it has."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import jsonschema_rs
+import pytest
+import redis.asyncio as aioredis
+import schemathesis
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from service.app import create_app
+from service.clients import ClientRegistry
+from service.config import Settings
+from service.keys import KeyRing
+from tests.http.schemathesis_hooks import CLIENTS, basic
+from tests.support.processes import ROOT, ServiceProcess, write_config
+from tests.support.redis_servers import RedisCluster, RedisServer
+
+DOC_PATH = ROOT / "service" / "openapi.json"
+OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+#: Answered by the error middleware on every Redis-backed operation (the store, or its timeout).
+NO_REDIS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json"}
+#: Operations the rate limits (another branch) will answer 429 on; documented ahead of them.
+RATE_LIMITED = {("post", "/oauth/token"), ("post", "/oauth/revoke"), ("post", "/oauth/introspect")}
+#: schemathesis budget: cases per operation and phase, and a fixed seed so a run can be replayed.
+MAX_EXAMPLES = 30
+SEED = 20261123
+
+
+def load_doc() -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(DOC_PATH.read_text())
+    return doc
+
+
+def operations(doc: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in doc["paths"].items():
+        for method in OPENAPI_METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def resolve(doc: dict[str, Any], node: Any) -> Any:
+    """Follow a local ``$ref`` (one level is all the document uses)."""
+    if isinstance(node, dict) and "$ref" in node:
+        target: Any = doc
+        for part in node["$ref"].removeprefix("#/").split("/"):
+            target = target[part]
+        return target
+    return node
+
+
+def routed(settings: Settings, keyring: KeyRing, clients: ClientRegistry) -> set[tuple[str, str]]:
+    """(path template, method) for every route the app serves, in OpenAPI's spelling."""
+    app = create_app(settings, keyring=keyring, clients=clients)
+    out: set[tuple[str, str]] = set()
+    for resource in app.router.resources():
+        # aiohttp spells a pattern-restricted variable {name:regex}; OpenAPI only {name}.
+        path = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", resource.canonical)
+        methods = {route.method.lower() for route in resource}
+        if "*" in methods:
+            methods = set(OPENAPI_METHODS)
+        elif "get" in methods:
+            # aiohttp answers HEAD for every GET route by itself (allow_head); not an operation of ours.
+            methods.discard("head")
+        out |= {(path, m) for m in methods}
+    return out
+
+
+def test_every_route_is_documented_and_nothing_else(keyring: KeyRing, clients: ClientRegistry) -> None:
+    documented = {(path, method) for path, method, _ in operations(load_doc())}
+    served = routed(Settings(), keyring, clients)
+    assert served - documented == set(), "routes missing from service/openapi.json"
+    assert documented - served == set(), "documented operations the router does not serve"
+    assert len(served) >= 30
+
+
+def test_the_route_comparison_sees_a_new_route(
+    keyring: KeyRing, clients: ClientRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The comparison is not vacuous: a route added to the app shows up as undocumented."""
+    from service import app as app_module
+    from service.http import health, routes
+
+    def with_extra(app: web.Application) -> None:
+        routes.setup_routes(app)
+        app.router.add_get("/v1/undocumented/{x:[0-9]+}", health.healthz)
+
+    monkeypatch.setattr(app_module, "setup_routes", with_extra)
+    served = routed(Settings(), keyring, clients)
+    documented = {(path, method) for path, method, _ in operations(load_doc())}
+    assert served - documented == {("/v1/undocumented/{x}", "get")}
+
+
+def schemas_in(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON Schema in the document: ``schema`` members and ``components.schemas``."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("schema", "itemSchema") and isinstance(value, dict):
+                yield value
+            elif key == "schemas" and isinstance(value, dict):
+                yield from (v for v in value.values() if isinstance(v, dict))
+            yield from schemas_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from schemas_in(value)
+
+
+def refs_in(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from refs_in(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from refs_in(value)
+
+
+def validate_openapi(doc: dict[str, Any]) -> None:
+    """The OpenAPI 3.1 meta-schema (the one schemathesis ships, via jsonschema_rs), every embedded
+    schema against JSON Schema 2020-12, and every $ref resolving inside the document."""
+    schemathesis.openapi.from_dict(copy.deepcopy(doc)).validate()
+    for schema in schemas_in(doc):
+        jsonschema_rs.meta.validate(schema)
+    for ref in refs_in(doc):
+        assert ref.startswith("#/"), ref
+        resolve(doc, {"$ref": ref})
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    doc = load_doc()
+    assert doc["openapi"].startswith("3.1.")
+    validate_openapi(doc)
+    assert sum(1 for _ in schemas_in(doc)) > 50
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        lambda d: d["paths"]["/healthz"]["get"]["responses"]["200"].pop("description"),
+        lambda d: d["paths"]["/oauth/token"]["post"].update(parameters=[{"name": "x", "in": "nowhere"}]),
+        lambda d: d["components"]["schemas"]["Problem"].update(type="objet"),
+        lambda d: d["components"]["schemas"]["Session"].update(required="id"),
+        lambda d: d["paths"]["/healthz"]["get"]["responses"]["200"].update(
+            content={"a/b": {"schema": {"$ref": "#/x"}}}
+        ),
+    ],
+    ids=["response-without-description", "bad-parameter-location", "bad-type", "bad-required", "dangling-ref"],
+)
+def test_the_validation_refuses_a_broken_document(breakage: Any) -> None:
+    doc = load_doc()
+    breakage(doc)
+    with pytest.raises((jsonschema_rs.ValidationError, KeyError, AssertionError)):
+        validate_openapi(doc)
+
+
+def response_codes(op: dict[str, Any]) -> set[str]:
+    return set(op["responses"])
+
+
+def error_media_type(doc: dict[str, Any], op: dict[str, Any], status: str) -> str:
+    response = resolve(doc, op["responses"][status])
+    content = response.get("content", {})
+    assert len(content) == 1, (status, content)
+    return str(next(iter(content)))
+
+
+def test_every_operation_documents_the_errors_the_middleware_gives() -> None:
+    """The statuses each kind of operation can get from the shared layers, in the right error shape."""
+    doc = load_doc()
+    for path, method, op in operations(doc):
+        where = f"{method.upper()} {path}"
+        codes = response_codes(op)
+        security = op["security"]
+        if {"clientBasic": []} in security:
+            assert "401" in codes, where
+            if {} not in security:  # a required client needs a scope, so can lack it
+                assert "403" in codes, where
+        if {"accessBearer": []} in security:
+            assert "401" in codes, where
+        if "requestBody" in op:
+            assert {"400", "413"} <= codes, where
+        if path not in NO_REDIS:
+            assert "503" in codes, where
+            retry = resolve(doc, op["responses"]["503"])["headers"]["Retry-After"]
+            assert retry["required"] is True, where
+        assert ("429" in codes) == ((method, path) in RATE_LIMITED), where
+        for code in codes:
+            if code < "400" or path == "/readyz" or (path.startswith("/v1/authz") and code in ("401", "403")):
+                continue  # readiness says why in its own JSON; forward-auth denies with a bare challenge
+            expected = "application/json" if path.startswith("/oauth/") else "application/problem+json"
+            assert error_media_type(doc, op, code) == expected, (where, code)
+
+
+async def test_the_document_is_served_as_kept(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200
+    assert resp.content_type == "application/json"
+    assert resp.headers["Cache-Control"].startswith("public")
+    assert await resp.read() == DOC_PATH.read_bytes()
+
+
+# --- schemathesis against the live service ---------------------------------------------------------
+
+
+@pytest.fixture
+def live_service(
+    redis_server: RedisServer | RedisCluster, redis_client: aioredis.Redis, keyring: KeyRing, tmp_path: Path
+) -> Iterator[ServiceProcess]:
+    env = write_config(tmp_path, keyring, dict(CLIENTS))
+    service = ServiceProcess({"TOKENWARD_REDIS_URL": redis_server.url, **env}).start()
+    yield service
+    service.stop()
+
+
+def served_statuses(service: ServiceProcess) -> dict[tuple[str, str], set[int]]:
+    """Statuses the service answered per (method, route template), from its own /metrics."""
+    import urllib.request
+
+    request = urllib.request.Request(service.url + "/metrics", headers={"Authorization": basic("metrics")})  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    out: dict[tuple[str, str], set[int]] = {}
+    pattern = r'tokenward_http_requests_total\{method="(\w+)",route="([^"]+)",status="(\d+)"\}'
+    for method, route, status in re.findall(pattern, text):
+        out.setdefault((method.lower(), route), set()).add(int(status))
+    return out
+
+
+@pytest.mark.timeout(300)
+def test_schemathesis_finds_nothing_against_the_live_service(live_service: ServiceProcess, tmp_path: Path) -> None:
+    """Every check, positive and negative cases, credentials through the auth hook; zero failures."""
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")),
+        "--config-file",
+        str(ROOT / "tests" / "http" / "schemathesis.toml"),
+        "run",
+        f"{live_service.url}/openapi.json",
+        "--checks",
+        "all",
+        "--mode",
+        "all",
+        "--seed",
+        str(SEED),
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--workers",
+        "1",
+        "--generation-database",
+        "none",
+        "--no-color",
+    ]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.http.schemathesis_hooks",
+        "TOKENWARD_FUZZ_URL": live_service.url,
+        "PYTHONPATH": str(ROOT),
+    }
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=280, check=False)
+    elapsed = time.monotonic() - started
+    output = done.stdout + done.stderr
+    at = output.rfind("SUMMARY")
+    summary = output[output.rfind("\n", 0, at) + 1 :] if at >= 0 else output[-4000:]
+    print(f"schemathesis ({elapsed:.1f} s, exit {done.returncode}):\n{summary}")
+    assert done.returncode == 0, output[-20000:]
+    assert "No issues found" in output
+
+    # The run reached every operation and generated a real amount of cases...
+    doc = load_doc()
+    tested = re.search(r"Tested: (\d+)", output)
+    generated = re.search(r"(\d+) generated, (\d+) passed", output)
+    assert tested and generated, summary
+    # GET /openapi.json is the schema itself: schemathesis leaves it out.
+    assert int(tested[1]) == sum(1 for _ in operations(doc)) - 1
+    assert int(generated[1]) == int(generated[2]) >= 20 * int(tested[1])
+
+    # ...and the credentials worked: every operation answered a success at least once (so the
+    # negative cases were refused for what they got wrong, not for missing credentials), and
+    # the authenticated ones were also refused credentials at least once.
+    statuses = served_statuses(live_service)
+    for path, method, op in operations(doc):
+        if path == "/openapi.json":
+            continue
+        got = statuses.get((method, path), set())
+        assert any(200 <= s < 300 for s in got), (method, path, got)
+        if op["security"] and {} not in op["security"]:
+            assert 401 in got, (method, path, got)
+    assert all(s < 500 for got in statuses.values() for s in got), statuses
