@@ -4,6 +4,7 @@ schemathesis fuzzing the live service on real Redis with every check it has."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -22,8 +23,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
-from service.clients import ClientRegistry
-from service.config import Settings
+from service.clients import Client, ClientRegistry, hash_secret
+from service.config import Secret, Settings
 from service.keys import KeyRing
 from tests.http.schemathesis_hooks import CLIENTS, basic
 from tests.support.processes import ROOT, ServiceProcess, write_config
@@ -334,3 +335,137 @@ def test_schemathesis_finds_nothing_against_the_live_service(live_service: Servi
         if op["security"] and {} not in op["security"]:
             assert 401 in got, (method, path, got)
     assert all(s < 500 for got in statuses.values() for s in got), statuses
+
+
+# --- what schemathesis cannot provoke: Redis gone ---------------------------------------------------
+
+
+def check_response(
+    doc: dict[str, Any], path: str, method: str, status: int, headers: Any, body: bytes | None, content_type: str
+) -> None:
+    """The answer is documented for the operation: status, required headers, media type, body schema."""
+    op = doc["paths"][path][method]
+    assert str(status) in op["responses"], (method, path, status)
+    response = resolve(doc, op["responses"][str(status)])
+    for name, spec in response.get("headers", {}).items():
+        spec = resolve(doc, spec)
+        if spec.get("required"):
+            assert name in headers, (method, path, name)
+            jsonschema_rs.validator_for(spec["schema"]).validate(headers[name])
+    content = response.get("content", {})
+    if not content or body is None:  # None: the answer to HEAD has no body to check
+        return
+    assert content_type in content, (method, path, content_type)
+    schema = {"allOf": [content[content_type]["schema"]], "components": doc["components"]}
+    jsonschema_rs.validator_for(schema).validate(json.loads(body))
+
+
+def client_auth(client_id: str) -> dict[str, str]:
+    return {"Authorization": basic(client_id)}
+
+
+#: A request each Redis-backed operation would serve, with the credentials it needs.
+FAKE_REFRESH = "twr_00" + "A" * 22 + ".0." + "B" * 32 + "." + "0" * 16
+FORM_HEADERS = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+def redis_backed_requests(access_token: str) -> dict[tuple[str, str], dict[str, Any]]:
+    user = {"Authorization": f"Bearer {access_token}"}
+    out: dict[tuple[str, str], dict[str, Any]] = {
+        ("post", "/oauth/token"): {
+            "data": f"grant_type=refresh_token&refresh_token={FAKE_REFRESH}",
+            "headers": FORM_HEADERS,
+        },
+        ("post", "/oauth/revoke"): {"data": f"token={FAKE_REFRESH}", "headers": FORM_HEADERS},
+        ("post", "/oauth/introspect"): {
+            "data": f"token={FAKE_REFRESH}",
+            "headers": {**FORM_HEADERS, **client_auth("gateway")},
+        },
+        ("post", "/v1/sessions"): {"json": {"sub": "zoe"}, "headers": client_auth("login")},
+        ("delete", "/v1/sessions/{sid}"): {"path": {"sid": "00abcdef"}, "headers": client_auth("admin")},
+        ("get", "/v1/me/sessions"): {"headers": user},
+        ("delete", "/v1/me/sessions"): {"headers": user},
+        ("delete", "/v1/me/sessions/{sid}"): {"path": {"sid": "00abcdef"}, "headers": user},
+        ("get", "/v1/users/{sub}/sessions"): {"path": {"sub": "zoe"}, "headers": client_auth("admin")},
+        ("delete", "/v1/users/{sub}/sessions"): {"path": {"sub": "zoe"}, "headers": client_auth("admin")},
+        ("post", "/v1/revocations"): {"json": {"sub": "zoe"}, "headers": client_auth("admin")},
+        ("get", "/v1/revocations"): {"headers": client_auth("events")},
+        ("get", "/v1/revocations/events"): {"headers": client_auth("events")},
+    }
+    for method in OPENAPI_METHODS:
+        out[(method, "/v1/authz")] = {"headers": user}
+        out[(method, "/v1/authz/{tail}")] = {"path": {"tail": "a/b"}, "headers": user}
+    return out
+
+
+async def test_every_redis_backed_operation_answers_its_documented_503(
+    aiohttp_client: Any, settings: Settings, keyring: KeyRing
+) -> None:
+    """503 with Retry-After in the endpoint's error shape, for every operation that needs Redis."""
+    registry = ClientRegistry(
+        {cid: Client(cid, hash_secret(secret), frozenset(scopes)) for cid, (secret, scopes) in CLIENTS.items()}
+    )
+    server = RedisServer().start()
+    try:
+        app = create_app(dataclasses.replace(settings, redis_url=Secret(server.url)), keyring=keyring, clients=registry)
+        client: TestClient[Any, Any] = await aiohttp_client(app)
+        resp = await client.post("/v1/sessions", json={"sub": "zoe"}, headers=client_auth("login"))
+        assert resp.status == 201
+        token = (await resp.json())["access_token"]
+    finally:
+        server.close()
+
+    doc = load_doc()
+    requests = redis_backed_requests(token)
+    backed = [(path, method) for path, method, _ in operations(doc) if path not in NO_REDIS]
+    assert {(m, p) for p, m in backed} == set(requests), "a request for each Redis-backed operation"
+    for path, method in backed:
+        spec = requests[(method, path)]
+        url = path.format(**spec.get("path", {}))
+        kwargs = {k: v for k, v in spec.items() if k in ("data", "json", "headers")}
+        resp = await client.request(method.upper(), url, **kwargs)
+        assert resp.status == 503, (method, path, resp.status, await resp.text())
+        body = None if method == "head" else await resp.read()
+        check_response(doc, path, method, resp.status, resp.headers, body, resp.content_type)
+        assert resp.headers["Retry-After"] == "1"
+    resp = await client.get("/readyz")
+    check_response(doc, "/readyz", "get", resp.status, resp.headers, await resp.read(), resp.content_type)
+    assert resp.status == 503
+
+
+async def test_wrong_scope_and_oversized_bodies_get_their_documented_answers(
+    aiohttp_client: Any, settings: Settings, keyring: KeyRing, redis_client: aioredis.Redis
+) -> None:
+    """403 for a client without the endpoint's scope and 413 for a body over the cap, on every
+    operation that can give them; schemathesis sends neither (its client always has the scope)."""
+    registry = ClientRegistry(
+        {cid: Client(cid, hash_secret(secret), frozenset(scopes)) for cid, (secret, scopes) in CLIENTS.items()}
+    )
+    client: TestClient[Any, Any] = await aiohttp_client(create_app(settings, keyring=keyring, clients=registry))
+    resp = await client.post("/v1/sessions", json={"sub": "zoe"}, headers=client_auth("login"))
+    requests = redis_backed_requests((await resp.json())["access_token"])
+    requests[("get", "/metrics")] = {"headers": client_auth("metrics")}
+    doc = load_doc()
+    forbidden = bodies = 0
+    for path, method, op in operations(doc):
+        spec = requests.get((method, path))
+        url = path.format(**(spec or {}).get("path", {}))
+        if "403" in op["responses"] and {} not in op["security"] and {"clientBasic": []} in op["security"]:
+            assert spec is not None, (method, path)
+            # Any other client: each holds one scope, so never this endpoint's as well.
+            other = "login" if spec["headers"] != client_auth("login") else "gateway"
+            headers = {**spec["headers"], **client_auth(other)}
+            kwargs = {k: v for k, v in spec.items() if k in ("data", "json")}
+            resp = await client.request(method.upper(), url, headers=headers, **kwargs)
+            assert resp.status == 403, (method, path, await resp.text())
+            check_response(doc, path, method, 403, resp.headers, await resp.read(), resp.content_type)
+            forbidden += 1
+        if "requestBody" in op:
+            assert spec is not None, (method, path)
+            media = next(iter(op["requestBody"]["content"]))
+            headers = {**spec["headers"], "Content-Type": media}
+            resp = await client.request(method.upper(), url, headers=headers, data=b"x" * (settings.max_body_bytes + 1))
+            assert resp.status == 413, (method, path, await resp.text())
+            check_response(doc, path, method, 413, resp.headers, await resp.read(), resp.content_type)
+            bodies += 1
+    assert (forbidden, bodies) == (9, 5)
