@@ -16,7 +16,6 @@ would cost every request milliseconds for no gain against a 128-bit secret.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import re
@@ -79,7 +78,9 @@ class ClientRegistry:
             raise ClientAuthError("use HTTP Basic client authentication")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:
+            # binascii.Error and UnicodeDecodeError, and the plain ValueError b64decode raises
+            # for a non-ASCII str (a header that is not Latin-1 clean).
             raise ClientAuthError("malformed Basic credentials") from None
         client_id, sep, secret = decoded.partition(":")
         if not sep:

@@ -43,13 +43,15 @@ async def revocations(request: web.Request) -> web.Response:
     """GET /v1/revocations[?since=<cursor>&limit=N] (scope events): snapshot or events since."""
     auth.client(request, "events")
     log = _log(request)
+    # Checked with or without since: a bad parameter is refused, never silently ignored.
+    raw_limit = request.query.get("limit", "1000")
+    # isascii: str.isdigit is true of "²", which int() refuses.
+    if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     since = request.query.get("since")
     if since is None:
         entries, cursor = await log.snapshot()
         return _json({"v": WIRE_VERSION, "cursor": cursor.encode(), "deny": entries})
-    raw_limit = request.query.get("limit", "1000")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
-        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     # A trimmed cursor raises CursorExpired: 410 with code "reset" (the error table).
     events, cursor, more = await log.since(Cursor.parse(since, log.partitions), int(raw_limit))
     return _json(

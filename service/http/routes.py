@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import events, gateway, health, oauth, sessions
+from . import contract, events, gateway, health, oauth, sessions
 
 
 def setup_routes(app: web.Application) -> None:
@@ -14,12 +14,14 @@ def setup_routes(app: web.Application) -> None:
             web.get("/healthz", health.healthz),
             web.get("/readyz", health.readyz),
             web.get("/metrics", health.metrics),
+            web.get("/openapi.json", contract.openapi),
             web.get("/.well-known/jwks.json", oauth.jwks),
             web.post("/oauth/token", oauth.token),
             web.post("/oauth/revoke", oauth.revoke),
             web.post("/oauth/introspect", gateway.introspect),
             web.route("*", "/v1/authz", gateway.authz),
-            web.route("*", "/v1/authz/{tail:.*}", gateway.authz),
+            # [\s\S], not ".": any path below, an encoded newline included.
+            web.route("*", r"/v1/authz/{tail:[\s\S]*}", gateway.authz),
             web.post("/v1/revocations", sessions.revocations),
             web.get("/v1/revocations", events.revocations),
             web.get("/v1/revocations/events", events.events),

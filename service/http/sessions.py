@@ -47,7 +47,9 @@ def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _device(data: dict[str, Any]) -> Device:
-    raw = data.get("device") or {}
+    raw = data.get("device")
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise InvalidRequest("device must be a JSON object")
     ip = parsing.string(raw, "ip", max_len=45)
@@ -147,6 +149,9 @@ async def revocations(request: web.Request) -> web.Response:
     ident = parsing.string(data, kind, required=True, max_len=255)
     reason = parsing.string(data, "reason", max_len=200) or "admin"
     exp = data.get("exp", 0)
+    if isinstance(exp, float) and exp.is_integer():
+        # JSON has one number type: 1795418393.0 is the same expiry as 1795418393.
+        exp = int(exp)
     if kind == "jti" and (not isinstance(exp, int) or isinstance(exp, bool) or not 0 < exp < 2**41):
         raise InvalidRequest("exp (the token's expiry, epoch seconds) is required with jti")
     if kind == "sub":
