@@ -10,7 +10,7 @@ from aiohttp import web
 from .. import state
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
-from . import parsing
+from . import auth, limits, parsing
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -29,14 +29,6 @@ def token_response(pair: TokenPair, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=NO_STORE)
 
 
-def _optional_client_id(request: web.Request) -> str:
-    """Refresh is open to public clients; a client that authenticates must own the token."""
-    if "Authorization" not in request.headers:
-        return ""
-    client = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
-    return client.id
-
-
 async def token(request: web.Request) -> web.Response:
     """POST /oauth/token: grant_type=refresh_token."""
     settings = request.app[state.SETTINGS]
@@ -52,7 +44,12 @@ async def token(request: web.Request) -> web.Response:
     if refresh is None:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
-    client_id = _optional_client_id(request)
+    # Refresh is open to public clients; a client that authenticates must own the token.
+    caller, failure = auth.attempt(request)
+    await limits.oauth(request, caller=caller, failure=failure, token=refresh)
+    if failure is not None:
+        raise failure
+    client_id = caller.id if caller is not None else ""
     pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope)
     return token_response(pair)
 
@@ -71,9 +68,11 @@ async def revoke(request: web.Request) -> web.Response:
     if raw is None:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
-    caller = None
-    if "Authorization" in request.headers:
-        caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+    caller, failure = auth.attempt(request)
+    # No family limit here: a flood on a stolen token's family must never block its logout.
+    await limits.oauth(request, caller=caller, failure=failure, token=None)
+    if failure is not None:
+        raise failure
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
     await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
     return web.Response(status=200, headers=NO_STORE)
