@@ -79,7 +79,8 @@ class ClientRegistry:
             raise ClientAuthError("use HTTP Basic client authentication")
         try:
             decoded = base64.b64decode(credentials.strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            # ValueError: non-ASCII characters in the header, which b64decode refuses outright.
             raise ClientAuthError("malformed Basic credentials") from None
         client_id, sep, secret = decoded.partition(":")
         if not sep:
