@@ -25,6 +25,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from service.anomalies import SIGNALS_CHANNEL, RefreshOrigin
 from service.app import load_keyring
 from service.config import Settings
 from service.store import EVENTS_CHANNEL, Store, connect, text
@@ -72,8 +73,9 @@ def make_app(settings: Settings) -> web.Application:
         p = k.partition_of_id(token.sid)
         now = int(time.time() * 1000)
         successor = new_secret()
+        origin = RefreshOrigin.of(request.remote, request.headers.get("User-Agent"))
         result = await store.scripts.rotate(
-            keys=[k.session(p, token.sid), k.deny_sid(p, token.sid), k.seq(p), k.stream(p)],
+            keys=[k.session(p, token.sid), k.deny_sid(p, token.sid), k.seq(p), k.stream(p), k.signals(p)],
             args=[
                 now,
                 token.gen,
@@ -90,6 +92,14 @@ def make_app(settings: Settings) -> web.Application:
                 EVENTS_CHANNEL,
                 p,
                 token.sid,
+                # The anomaly check is part of a rotation's real work: keep it in the ceiling.
+                origin.ip,
+                origin.network,
+                origin.user_agent,
+                settings.refresh_anomaly,
+                settings.access_ttl,
+                settings.refresh_burst,
+                SIGNALS_CHANNEL,
             ],
         )
         if int(result[0]) != 1:

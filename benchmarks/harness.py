@@ -277,7 +277,7 @@ for i = first, first + n - 1 do
   redis.call('HSET', s, 'u', sub, 'c', 'login', 'sc', 'read write', 'g', 0,
     'h', string.format('%016x', i), 'k', string.format('%016x', i * 7), 'ca', now_s, 'la', now_s,
     'ax', ARGV[4], 'it', math.floor(tonumber(ARGV[5]) / 1000), 'dn', 'laptop',
-    'ua', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0', 'ip', '203.0.113.7')
+    'ua', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0', 'ip', '203.0.113.7', 'nw', '203.0.113.0/24')
   redis.call('PEXPIREAT', s, ARGV[6])
   redis.call('ZADD', u, ARGV[4], sid)
   redis.call('PEXPIREAT', u, ARGV[4])

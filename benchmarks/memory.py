@@ -14,6 +14,7 @@ from typing import Any
 
 import redis
 
+from service.anomalies import SIGNALS_CHANNEL
 from service.config import Settings
 from service.store import EVENTS_CHANNEL, load_script_source
 from service.tokens import RefreshToken, new_id, new_secret, seal, secret_hash
@@ -42,10 +43,13 @@ def rotate_all(client: redis.Redis, tokens: list[RefreshToken], settings: Settin
             nxt = new_secret()
             succ.append(nxt)
             pipe.evalsha(
-                sha, 4, f"tw:{{0}}:s:{tok.sid}", f"tw:{{0}}:ds:{tok.sid}", "tw:{0}:seq", "tw:{0}:ev",
+                sha, 5, f"tw:{{0}}:s:{tok.sid}", f"tw:{{0}}:ds:{tok.sid}", "tw:{0}:seq", "tw:{0}:ev", "tw:{0}:sg",
                 now, tok.gen, tok.hash, "", secret_hash(nxt), seal(nxt, tok.secret),
                 settings.refresh_grace * 1000, settings.refresh_grace_uses, "", "",
                 now + settings.deny_ttl * 1000, settings.event_retention * 1000, EVENTS_CHANNEL, 0, tok.sid,
+                # The device refreshes from where it logged in (the common case: nothing flagged).
+                h.TYPICAL_DEVICE.ip, "203.0.113.0/24", h.TYPICAL_DEVICE.user_agent,
+                settings.refresh_anomaly, settings.access_ttl, settings.refresh_burst, SIGNALS_CHANNEL,
             )  # fmt: skip
         for tok, nxt, res in zip(part, succ, pipe.execute(), strict=True):
             if int(res[0]) != 1:

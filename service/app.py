@@ -11,6 +11,7 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
+from .http.cors import cors_middleware
 from .http.middlewares import error_middleware, metrics_middleware, query_credentials_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
@@ -95,8 +96,9 @@ def create_app(
     settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
+    # CORS outside the error middleware, so error answers carry the CORS headers too.
     app = web.Application(
-        middlewares=[metrics_middleware, error_middleware, query_credentials_middleware],
+        middlewares=[metrics_middleware, cors_middleware, error_middleware, query_credentials_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[state.SETTINGS] = settings

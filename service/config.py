@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .sdk.connections import Target as RedisTarget
@@ -64,6 +65,9 @@ class Settings:
     remember_max_ttl: int = 90 * 24 * 3600
     refresh_grace: int = 15
     refresh_grace_uses: int = 10
+    # What a refresh from a new network or agent, or a burst of refreshes, does: see anomalies.py.
+    refresh_anomaly: str = "flag"
+    refresh_burst: int = 30
     leeway: int = 5
     keys_dir: Path | None = None
     signing_kid: str | None = None
@@ -84,6 +88,16 @@ class Settings:
     ratelimit_family: Rate = Rate(1, 20)
     ratelimit_auth_failures: Rate = Rate(0.2, 10)
     trusted_proxies: tuple[Network, ...] = ()
+    #: Browser origins allowed to use cookie mode (and CORS); empty = cookie mode off.
+    cookie_origins: tuple[str, ...] = ()
+    cookie_samesite: str = "Strict"
+    #: Development only: allow plain-http loopback origins.
+    cookie_insecure_dev: bool = False
+
+    @property
+    def cookie_mode(self) -> bool:
+        """True when browser sessions may keep their refresh token in a cookie."""
+        return bool(self.cookie_origins)
 
     @property
     def embedded(self) -> bool:
@@ -119,6 +133,8 @@ class Settings:
             remember_max_ttl=env.get_int("REMEMBER_MAX_TTL", d.remember_max_ttl, lo=1),
             refresh_grace=env.get_int("REFRESH_GRACE", d.refresh_grace, lo=0, hi=300),
             refresh_grace_uses=env.get_int("REFRESH_GRACE_USES", d.refresh_grace_uses, lo=1, hi=1000),
+            refresh_anomaly=env.get_choice("REFRESH_ANOMALY", "FLAG", ("ALLOW", "FLAG", "REVOKE")).lower(),
+            refresh_burst=env.get_int("REFRESH_BURST", d.refresh_burst, lo=2, hi=100_000),
             leeway=env.get_int("LEEWAY", d.leeway, lo=0, hi=300),
             keys_dir=env.get_path("KEYS_DIR"),
             signing_kid=env.get_str("SIGNING_KID", "") or None,
@@ -138,6 +154,9 @@ class Settings:
             ratelimit_family=env.get_rate("RATELIMIT_FAMILY", d.ratelimit_family),
             ratelimit_auth_failures=env.get_rate("RATELIMIT_AUTH_FAILURES", d.ratelimit_auth_failures),
             trusted_proxies=env.get_networks("TRUSTED_PROXIES"),
+            cookie_origins=env.get_origins("COOKIE_ORIGINS"),
+            cookie_samesite=env.get_choice("COOKIE_SAMESITE", "STRICT", ("STRICT", "LAX")).title(),
+            cookie_insecure_dev=env.get_bool("COOKIE_INSECURE_DEV"),
         )
         if not settings.issuer:
             settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")
@@ -177,6 +196,29 @@ class Settings:
             raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
         if not self.embedded and self.clients_file is None:
             raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
+        self._validate_cookie_mode()
+
+    def _validate_cookie_mode(self) -> None:
+        # A refresh-token cookie over plain http is readable by anyone on the path, so
+        # http is allowed only where the path is the loopback interface, and only on request.
+        if self.cookie_insecure_dev and not self.cookie_mode:
+            raise ConfigError(f"{PREFIX}COOKIE_INSECURE_DEV=1 needs {PREFIX}COOKIE_ORIGINS")
+        if self.cookie_insecure_dev and not _is_loopback(self.host):
+            raise ConfigError(
+                f"{PREFIX}COOKIE_INSECURE_DEV=1 is for development on loopback, but "
+                f"{PREFIX}HOST={self.host!r} is not a loopback address"
+            )
+        for origin in self.cookie_origins:
+            parts = urlsplit(origin)
+            scheme, host = parts.scheme, parts.hostname or ""
+            if self.cookie_insecure_dev and not _is_loopback(host):
+                raise ConfigError(
+                    f"{PREFIX}COOKIE_ORIGINS: {origin} is not a loopback origin, and "
+                    f"{PREFIX}COOKIE_INSECURE_DEV=1 allows only loopback origins"
+                )
+            if scheme == "http" and not self.cookie_insecure_dev:
+                hint = f" (for development on loopback set {PREFIX}COOKIE_INSECURE_DEV=1)" if _is_loopback(host) else ""
+                raise ConfigError(f"{PREFIX}COOKIE_ORIGINS: {origin} must be https{hint}")
 
 
 def parse_redis_url(url: str) -> RedisTarget:
@@ -190,6 +232,24 @@ def parse_redis_url(url: str) -> RedisTarget:
         return parse_url(url)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}REDIS_URL: {exc}") from None
+
+
+def parse_origin(raw: str) -> str:
+    """An origin (``scheme://host[:port]``) in the form browsers send in ``Origin``; ValueError if not one."""
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an origin") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{raw!r} is not an origin: it needs http:// or https:// and a host")
+    if parts.path or parts.query or parts.fragment or parts.username is not None or parts.password is not None:
+        raise ValueError(f"{raw!r} is not an origin: no path, query or credentials (e.g. https://app.example.com)")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -242,6 +302,22 @@ class _Env:
         if value not in choices:
             raise ConfigError(f"{PREFIX}{name}={value!r} must be one of {', '.join(choices)}")
         return value
+
+    def get_bool(self, name: str) -> bool:
+        value = self.get_str(name, "0").lower()
+        if value not in ("0", "1", "true", "false", "yes", "no"):
+            raise ConfigError(f"{PREFIX}{name}={value!r} must be 1 or 0")
+        return value in ("1", "true", "yes")
+
+    def get_origins(self, name: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for raw in self.get_str(name, "").split(","):
+            if raw.strip():
+                try:
+                    out.append(parse_origin(raw.strip()))
+                except ValueError as exc:
+                    raise ConfigError(f"{PREFIX}{name}: {exc}") from None
+        return tuple(dict.fromkeys(out))
 
     def get_path(self, name: str) -> Path | None:
         raw = self._raw(name)

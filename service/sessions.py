@@ -11,13 +11,16 @@ token is theft: the session (only that one) ends and its access tokens are denie
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from .anomalies import SIGNALS_CHANNEL, UNKNOWN_ORIGIN, RefreshOrigin, network_of, parse_reasons
 from .config import Settings
 from .errors import InvalidGrant, InvalidScope, NotFound, StoreUnavailable, UnauthorizedClient
 from .store import EVENTS_CHANNEL, Store, text
@@ -32,6 +35,8 @@ from .tokens import (
     secret_hash,
     unseal,
 )
+
+audit = logging.getLogger("tokenward.audit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +72,8 @@ class SessionInfo:
     last_used_at: int
     expires_at: int
     current: bool
+    last_ip: str = ""
+    last_user_agent: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape of the row."""
@@ -79,6 +86,8 @@ class SessionInfo:
             "last_used_at": self.last_used_at,
             "expires_at": self.expires_at,
             "current": self.current,
+            "last_ip": self.last_ip,
+            "last_user_agent": self.last_user_agent,
         }
 
 
@@ -107,7 +116,12 @@ def session_fields(
     fields += ["ax", absolute, "it", idle]
     if claims:
         fields += ["x", orjson.dumps(dict(claims)).decode()]
-    for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
+    for name, value in (
+        ("dn", device.name),
+        ("ua", device.user_agent),
+        ("ip", device.ip),
+        ("nw", network_of(device.ip)),
+    ):
         if value:
             fields += [name, value]
     return fields
@@ -126,6 +140,8 @@ class Sessions:
         self.settings = settings
         self.tokens = tokens
         self.keys = store.keys
+        # Refresh anomalies seen by this process, by reason (exported as metrics).
+        self.anomalies: Counter[str] = Counter()
 
     def revocation_args(self, now: int) -> tuple[int, int, str]:
         """(deny until ms, event retention ms, channel) for scripts that may revoke."""
@@ -172,8 +188,14 @@ class Sessions:
         access = await self._mint(sub, sid, p, scope, client_id, claims, cutoff, now // 1000)
         return TokenPair(access, s.access_ttl, str(refresh), (expires - now) // 1000, sid, scope)
 
-    async def refresh(self, raw: str, *, client_id: str = "", scope: str = "") -> TokenPair:
-        """Spend a refresh token for a new pair (RFC 6749 §6)."""
+    async def refresh(
+        self, raw: str, *, client_id: str = "", scope: str = "", origin: RefreshOrigin = UNKNOWN_ORIGIN
+    ) -> TokenPair:
+        """Spend a refresh token for a new pair (RFC 6749 §6).
+
+        ``origin`` (the caller's address and agent) is recorded on the session and compared
+        with the previous refresh's under TOKENWARD_REFRESH_ANOMALY (see ``anomalies``).
+        """
         token = RefreshToken.parse(raw)
         if token is None:
             raise InvalidGrant()
@@ -183,7 +205,7 @@ class Sessions:
         deny_until, retention, channel = self.revocation_args(now)
         k = self.keys
         result = await self.store.scripts.rotate(
-            keys=[k.session(p, token.sid), k.deny_sid(p, token.sid), k.seq(p), k.stream(p)],
+            keys=[k.session(p, token.sid), k.deny_sid(p, token.sid), k.seq(p), k.stream(p), k.signals(p)],
             args=[
                 now,
                 token.gen,
@@ -200,6 +222,13 @@ class Sessions:
                 channel,
                 p,
                 token.sid,
+                origin.ip,
+                origin.network,
+                origin.user_agent,
+                self.settings.refresh_anomaly,
+                self.settings.access_ttl,
+                self.settings.refresh_burst,
+                SIGNALS_CHANNEL,
             ],
         )
         return await self._after_rotate(token, p, successor, result, scope, now // 1000)
@@ -215,6 +244,17 @@ class Sessions:
         if status == -1:
             await self.store.confirm(p)
             raise InvalidGrant()
+        if status == -2:
+            reasons = parse_reasons(text(result[1]))
+            self.anomalies.update(reasons)
+            await self.store.confirm(p)
+            audit.warning(
+                "session %s revoked on a refresh anomaly: %s",
+                token.sid,
+                ",".join(reasons),
+                extra={"sid": token.sid, "reasons": list(reasons), "action": "revoke"},
+            )
+            raise InvalidGrant()
         if status == 3:
             if token.authentic(bytes(result[1])):
                 await self._end(p, token.sid, "key", [bytes(result[1])], "refresh_token_reuse")
@@ -223,6 +263,15 @@ class Sessions:
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
         claims = orjson.loads(result[7]) if result[7] else None
         absolute = int(result[8])
+        reasons = parse_reasons(text(result[10]))
+        if reasons:
+            self.anomalies.update(reasons)
+            audit.warning(
+                "refresh of session %s flagged: %s",
+                token.sid,
+                ",".join(reasons),
+                extra={"sid": token.sid, "sub": sub, "reasons": list(reasons), "action": "flag"},
+            )
         secret = successor if status == 1 else unseal(sealed, token.secret)
         refresh = RefreshToken.issue(token.sid, gen, tag_key, secret)
         # iat is the time taken before the script ran: if a logout follows the rotation, the
@@ -349,7 +398,7 @@ class Sessions:
             return []
         async with self.store.client.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "dn", "ua", "ip")
+                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "dn", "ua", "ip", "ri", "ru")
                 pipe.pttl(self.keys.session(p, sid))
             rows = await pipe.execute()
         now = now_ms()
@@ -368,6 +417,9 @@ class Sessions:
                     last_used_at=int(f[2]),
                     expires_at=(now + int(pttl)) // 1000,
                     current=sid == current_sid,
+                    # Until the first refresh, the last seen device is the login's.
+                    last_ip=text(f[6] or f[5] or b""),
+                    last_user_agent=text(f[7] or f[4] or b""),
                 )
             )
         out.sort(key=lambda r: r.created_at)

@@ -16,6 +16,7 @@ key                            type    holds                                  ex
 ``tw:{p}:dc:<sub>``            string  user cut-off; value = before (epoch s)  revocation + access TTL + leeway
 ``tw:{p}:seq``                 string  the partition's event counter          event retention, renewed per event
 ``tw:{p}:ev``                  stream  the partition's replay log             event retention, renewed per event
+``tw:{p}:sg``                  stream  refresh-anomaly signals (anomalies.py) event retention, renewed per signal
 ``tw:{p}:rl:<k>:<id>``         string  a rate limit's theoretical arrival     when the bucket is full again
                                        time (ms, GCRA)
 =============================  ======  =====================================  ==========================
@@ -32,7 +33,11 @@ secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes), after the fir
 ``p``/``pe``/``pn``/``pc`` previous hash (16 raw bytes), grace deadline (ms), grace uses
 (absent = 0) and the successor sealed under the previous secret (24 raw bytes),
 ``ca``/``la`` created and last used (epoch s), ``ax`` absolute expiry (ms), ``it`` idle TTL
-(s), ``dn``/``ua``/``ip`` the device (each absent when empty). Values are kept short (raw
+(s), ``dn``/``ua``/``ip`` the device as the login backend described it, ``ri``/``ru``
+the address and agent of the latest refresh (absent while equal to the device's), ``nw``
+the network (/24, /48) of the latest refresh (at first, of the login's ``ip``),
+``rw``/``rc`` the current refresh-burst window
+(epoch s) and the refreshes counted in it (each absent when empty). Values are kept short (raw
 bytes, integers) so the hash stays listpack-encoded; nothing grows with the number of
 rotations.
 
@@ -112,6 +117,10 @@ class Keyspace:
     @staticmethod
     def stream(p: int) -> str:
         return f"tw:{{{p}}}:ev"
+
+    @staticmethod
+    def signals(p: int) -> str:
+        return f"tw:{{{p}}}:sg"
 
     def partition_of_limit(self, kind: str, ident: str) -> int:
         """The partition of a rate-limit key: spread by hash, nothing else lives with it."""

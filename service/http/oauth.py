@@ -8,9 +8,10 @@ import orjson
 from aiohttp import web
 
 from .. import state
+from ..anomalies import RefreshOrigin
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
-from . import auth, limits, parsing
+from . import auth, cookies, limits, parsing
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -30,7 +31,7 @@ def token_response(pair: TokenPair, status: int = 200) -> web.Response:
 
 
 async def token(request: web.Request) -> web.Response:
-    """POST /oauth/token: grant_type=refresh_token."""
+    """POST /oauth/token: grant_type=refresh_token, the token from the form or (cookie mode) the cookie."""
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
     grant = data.get("grant_type")
@@ -40,7 +41,9 @@ async def token(request: web.Request) -> web.Response:
         raise UnsupportedGrantType(f"grant_type {grant!r} is not supported; use refresh_token")
     if "client_secret" in data or ("client_id" in data and "Authorization" in request.headers):
         raise InvalidRequest("use one client authentication method, HTTP Basic")
-    refresh = data.get("refresh_token")
+    found = cookies.cookie_tokens(request, settings, data, "refresh_token")
+    from_cookie = found is not None
+    refresh = cookies.one_cookie(found) if found is not None else data.get("refresh_token")
     if refresh is None:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
@@ -50,7 +53,12 @@ async def token(request: web.Request) -> web.Response:
     if failure is not None:
         raise failure
     client_id = caller.id if caller is not None else ""
-    pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope)
+    # The client's address, not a trusted proxy's (TOKENWARD_TRUSTED_PROXIES).
+    address = parsing.client_address(request, settings)
+    origin = RefreshOrigin.of(str(address) if address else None, request.headers.get("User-Agent"))
+    pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope, origin=origin)
+    if from_cookie:
+        return cookies.refresh_response(pair, settings)
     return token_response(pair)
 
 
@@ -60,12 +68,13 @@ async def revoke(request: web.Request) -> web.Response:
     Who may revoke: whoever holds the token (presenting it is the proof; public clients
     have nothing else), or a client authenticated with scope ``revoke``. A client that
     authenticates without that scope may revoke only tokens issued through it. Invalid,
-    unknown and expired tokens answer 200 (§2.2).
+    unknown and expired tokens answer 200 (§2.2). In cookie mode, a form without ``token``
+    revokes the cookie's session and deletes the cookie.
     """
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
-    raw = data.get("token")
-    if raw is None:
+    found = cookies.cookie_tokens(request, settings, data, "token")
+    if found is None and "token" not in data:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
     caller, failure = auth.attempt(request)
@@ -74,7 +83,11 @@ async def revoke(request: web.Request) -> web.Response:
     if failure is not None:
         raise failure
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
-    await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
+    # Logging out with a planted twin cookie ends both sessions: the user asked to be signed out.
+    for raw in found if found is not None else (data["token"],):
+        await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
+    if found is not None:
+        return cookies.logout_response(settings)
     return web.Response(status=200, headers=NO_STORE)
 
 

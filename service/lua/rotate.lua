@@ -1,18 +1,24 @@
 -- Spend a refresh token: check and swap in one step.
 -- KEYS[1] session hash tw:{p}:s:<sid>    KEYS[2] session deny tw:{p}:ds:<sid>
 -- KEYS[3] event counter tw:{p}:seq       KEYS[4] event stream tw:{p}:ev
+-- KEYS[5] signals stream tw:{p}:sg
 -- (A revoked sid stays in its user's index until it is pruned: readers skip missing sessions.)
 -- ARGV: 1 now ms, 2 presented generation, 3 presented hash, 4 unused,
 --       5 successor hash, 6 successor secret sealed under the presented secret,
 --       7 grace ms, 8 grace uses, 9 client id ('' = any), 10 requested scope ('' = same),
---       11 deny until ms, 12 event retention ms, 13 channel, 14 partition, 15 sid
+--       11 deny until ms, 12 event retention ms, 13 channel, 14 partition, 15 sid,
+--       16 caller ip, 17 caller network, 18 caller agent ('' = unknown), 19 anomaly policy
+--       (allow | flag | revoke), 20 burst window s, 21 burst limit, 22 signals channel
 -- Returns one of
---   {1, gen, tag key, '', sub, client, scope, claims, absolute ms, expires ms}  rotated
---   {2, gen, tag key, sealed, sub, client, scope, claims, absolute ms, expires ms} grace: same successor again
+--   {1, gen, tag key, '', sub, client, scope, claims, absolute ms, expires ms, reasons}  rotated
+--   {2, gen, tag key, sealed, sub, client, scope, claims, absolute ms, expires ms, reasons}
+--                     grace: same successor again
+--                     (reasons: anomalies flagged, comma-separated, '' when none)
 --   {3, tag key}      an older generation: the caller checks the token's tag (an HMAC under
 --                     the tag key) and, if authentic, ends the session with end_session 'key'
 --   {0, 'invalid' | 'scope'}                                                   refused, nothing touched
 --   {-1, 'reused'}                                                             family revoked
+--   {-2, reasons}     an anomaly under the revoke policy: session ended, tokens denied
 -- Authenticity: the current and the previous secret are known by hash; older generations
 -- are recognised by their tag, so a forged token never ends anybody's session.
 -- Hashes and the tag key are raw bytes (16 each), the sealed successor too (24); 'la' is
@@ -22,7 +28,8 @@
 -- to find a secret hashing to it; constant-time comparison would buy nothing here.
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
-local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x')
+local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x',
+  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip')
 if not f[1] then
   return {0, 'invalid'}
 end
@@ -48,6 +55,65 @@ local claims = f[13] or ''
 local scope = f[12] or ''
 local idle_ms = tonumber(f[9]) * 1000
 local now_s = math.floor(now / 1000)
+local policy = ARGV[19]
+
+-- Record where this refresh came from; compare with the previous one (anomalies.py).
+-- Only the first refresh over the burst limit in a window flags, so a burst is one signal.
+local function observe(counting)
+  local reasons, set, del = {}, {}, {}
+  local ip, net, ua = ARGV[16], ARGV[17], ARGV[18]
+  -- Until the first refresh, the login's device (ua, and nw from its ip) is the baseline.
+  local last_ip, last_ua = f[14] or f[20], f[15] or f[19]
+  if policy ~= 'allow' then
+    if net ~= '' and f[16] and f[16] ~= net then table.insert(reasons, 'network') end
+    if ua ~= '' and last_ua and last_ua ~= ua then table.insert(reasons, 'agent') end
+  end
+  -- ri/ru are kept only while they differ from the login's device: most sessions refresh
+  -- from where they logged in, and memory per session is the product's cost.
+  local function remember(field, value, last, device)
+    if value == '' or value == last then return end
+    if value == device then
+      table.insert(del, field)
+    else
+      table.insert(set, field); table.insert(set, value)
+    end
+  end
+  remember('ri', ip, last_ip, f[20])
+  remember('ru', ua, last_ua, f[19])
+  if net ~= '' and net ~= f[16] then table.insert(set, 'nw'); table.insert(set, net) end
+  if counting and policy ~= 'allow' then
+    local rw, rc = tonumber(f[17] or 0), tonumber(f[18] or 0)
+    if now_s - rw >= tonumber(ARGV[20]) then
+      rc = 0
+      table.insert(set, 'rw'); table.insert(set, now_s)
+    end
+    rc = rc + 1
+    table.insert(set, 'rc'); table.insert(set, rc)
+    if rc == tonumber(ARGV[21]) + 1 then table.insert(reasons, 'burst') end
+  end
+  if #set > 0 then redis.call('HSET', s, unpack(set)) end
+  if #del > 0 then redis.call('HDEL', s, unpack(del)) end
+  return reasons
+end
+
+-- Act on anomalies: nil to go on, or the script's reply when the session ends.
+local function act(reasons)
+  if #reasons == 0 then return nil end
+  local joined = table.concat(reasons, ',')
+  if policy == 'revoke' then
+    redis.call('DEL', s)
+    tw_revoke(KEYS[2], KEYS[3], KEYS[4], ARGV[13], tonumber(ARGV[14]), 'sid', ARGV[15], 0,
+      tonumber(ARGV[11]), now, 'refresh_anomaly', tonumber(ARGV[12]))
+    return {-2, joined}
+  end
+  local retention = tonumber(ARGV[12])
+  local sig = cjson.encode({v = 1, kind = 'refresh_anomaly', action = 'flag', p = tonumber(ARGV[14]),
+    sid = ARGV[15], sub = f[10], reasons = reasons, ip = ARGV[16], ua = ARGV[18], at = now})
+  local xid = redis.call('XADD', KEYS[5], 'MINID', '~', string.format('%d', now - retention), '*', 'e', sig)
+  redis.call('PEXPIRE', KEYS[5], retention)
+  redis.call('PUBLISH', ARGV[22], string.sub(sig, 1, -2) .. ',"xid":"' .. xid .. '"}')
+  return nil
+end
 
 if pg == g then
   if ARGV[3] ~= f[2] then
@@ -56,6 +122,9 @@ if pg == g then
   if not scope_ok() then
     return {0, 'scope'}
   end
+  local reasons = observe(true)
+  local stop = act(reasons)
+  if stop then return stop end
   local ng = g + 1
   redis.call('HSET', s, 'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pe', now + tonumber(ARGV[7]),
     'pc', ARGV[6], 'la', now_s)
@@ -63,7 +132,7 @@ if pg == g then
   redis.call('HDEL', s, 'pn')
   local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {1, ng, f[3], '', f[10], f[11], scope, claims, absolute, expires}
+  return {1, ng, f[3], '', f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
 end
 
 if pg > g or pg < 0 then
@@ -83,11 +152,14 @@ if now < tonumber(f[5]) then
   if not scope_ok() then
     return {0, 'scope'}
   end
+  local reasons = observe(false)
+  local stop = act(reasons)
+  if stop then return stop end
   redis.call('HINCRBY', s, 'pn', 1)
   redis.call('HSET', s, 'la', now_s)
   local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {2, g, f[3], f[7], f[10], f[11], scope, claims, absolute, expires}
+  return {2, g, f[3], f[7], f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
 end
 
 -- An authentic, already rotated token outside the grace window: theft. End this
