@@ -12,11 +12,12 @@ from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
 from .http.cors import cors_middleware
-from .http.middlewares import error_middleware, metrics_middleware
+from .http.middlewares import error_middleware, metrics_middleware, query_credentials_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 from .revocation import Revocations, Revoker
 from .sdk import DenyCache, RevocationListener
 from .sessions import Sessions
@@ -47,6 +48,7 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     store = await connect(settings)
     app[state.STORE] = store
     app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
+    app[state.RATELIMITER] = RateLimiter(store)
     if store.kind == "embedded":
         log.warning(
             "DEVELOPMENT ONLY: embedded in-process store and ephemeral signing key; "
@@ -96,7 +98,8 @@ def create_app(
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
     # CORS outside the error middleware, so error answers carry the CORS headers too.
     app = web.Application(
-        middlewares=[metrics_middleware, cors_middleware, error_middleware], client_max_size=settings.max_body_bytes
+        middlewares=[metrics_middleware, cors_middleware, error_middleware, query_credentials_middleware],
+        client_max_size=settings.max_body_bytes,
     )
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()

@@ -45,6 +45,11 @@ def serve(settings: Settings) -> int:
         port=settings.port,
         access_log=None,
         shutdown_timeout=settings.shutdown_timeout,
+        # aiohttp has no request-head timeout; its keep-alive timer, armed from the connection's
+        # start and after each answer, closes a connection whose next request head is not in
+        # (tests/http/test_hostile.py pins this). Bodies have their own deadline (parsing._body).
+        keepalive_timeout=settings.client_timeout,
+        lingering_time=settings.client_timeout,  # how long an unread body is drained after an answer
         print=None,
         **runner_kwargs,  # type: ignore[arg-type]
     )

@@ -34,6 +34,22 @@ class Secret:
 
 
 @dataclass(frozen=True, slots=True)
+class Rate:
+    """A rate limit: ``per_second`` sustained, ``burst`` at once; ``per_second == 0`` turns it off."""
+
+    per_second: float
+    burst: int
+
+    @property
+    def enabled(self) -> bool:
+        """False when this limit is switched off."""
+        return self.per_second > 0
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the service reads from its environment. Durations are seconds."""
 
@@ -64,6 +80,14 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
     deny_mode: str = "strict"
+    # Hostile callers (service/ratelimit.py, service/http/parsing.py): see the README's Rate limits.
+    client_timeout: float = 10.0
+    ratelimit: bool = True
+    ratelimit_address: Rate = Rate(50, 300)
+    ratelimit_client: Rate = Rate(100, 500)
+    ratelimit_family: Rate = Rate(1, 20)
+    ratelimit_auth_failures: Rate = Rate(0.2, 10)
+    trusted_proxies: tuple[Network, ...] = ()
     #: Browser origins allowed to use cookie mode (and CORS); empty = cookie mode off.
     cookie_origins: tuple[str, ...] = ()
     cookie_samesite: str = "Strict"
@@ -123,6 +147,13 @@ class Settings:
             max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
             log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             deny_mode=env.get_choice("DENY_MODE", "STRICT", ("STRICT", "CACHED")).lower(),
+            client_timeout=env.get_float("CLIENT_TIMEOUT", d.client_timeout, lo=0.5, hi=600),
+            ratelimit=env.get_choice("RATELIMIT", "ON", ("ON", "OFF")) == "ON",
+            ratelimit_address=env.get_rate("RATELIMIT_ADDRESS", d.ratelimit_address),
+            ratelimit_client=env.get_rate("RATELIMIT_CLIENT", d.ratelimit_client),
+            ratelimit_family=env.get_rate("RATELIMIT_FAMILY", d.ratelimit_family),
+            ratelimit_auth_failures=env.get_rate("RATELIMIT_AUTH_FAILURES", d.ratelimit_auth_failures),
+            trusted_proxies=env.get_networks("TRUSTED_PROXIES"),
             cookie_origins=env.get_origins("COOKIE_ORIGINS"),
             cookie_samesite=env.get_choice("COOKIE_SAMESITE", "STRICT", ("STRICT", "LAX")).title(),
             cookie_insecure_dev=env.get_bool("COOKIE_INSECURE_DEV"),
@@ -291,6 +322,35 @@ class _Env:
     def get_path(self, name: str) -> Path | None:
         raw = self._raw(name)
         return Path(raw) if raw else None
+
+    def get_rate(self, name: str, default: Rate) -> Rate:
+        """``RATE,BURST``: requests per second (0 = off, at most 1000) and how many at once."""
+        raw = self._raw(name)
+        if raw is None or raw == "":
+            return default
+        rate, sep, burst = raw.partition(",")
+        try:
+            value = Rate(float(rate), int(burst))
+        except ValueError:
+            raise ConfigError(
+                f"{PREFIX}{name}={raw!r} must look like RATE,BURST (requests per second, bucket size), e.g. 20,100"
+            ) from None
+        if not sep or not 0 <= value.per_second <= 1000 or not 1 <= value.burst <= 100_000:
+            raise ConfigError(f"{PREFIX}{name}={raw!r}: RATE must be 0 (off) to 1000 and BURST 1 to 100000")
+        return value
+
+    def get_networks(self, name: str) -> tuple[Network, ...]:
+        """A comma-separated list of CIDR networks (a bare address is its /32 or /128)."""
+        raw = self._raw(name)
+        if not raw:
+            return ()
+        out: list[Network] = []
+        for item in raw.split(","):
+            try:
+                out.append(ipaddress.ip_network(item.strip()))
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}{name}: {item.strip()!r} is not a CIDR network ({exc})") from None
+        return tuple(out)
 
     @staticmethod
     def _bounds(name: str, value: float, lo: float | None, hi: float | None) -> None:

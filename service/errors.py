@@ -3,7 +3,8 @@
 TokenwardError
 ├── ConfigError               bad TOKENWARD_* variable (start-up only)
 ├── InvalidRequest            malformed input (400 invalid_request)
-│   └── PayloadTooLarge       body over the cap (413)
+│   ├── PayloadTooLarge       body over the cap (413)
+│   └── RequestTimeout        the body did not arrive within TOKENWARD_CLIENT_TIMEOUT (408)
 ├── UnsupportedGrantType      token endpoint, unknown grant_type (400)
 ├── UnsupportedTokenType      revocation endpoint (400)
 ├── InvalidGrant              refresh token unknown/expired/revoked/reused (400)
@@ -13,6 +14,7 @@ TokenwardError
 ├── CsrfRefused               cookie call without the CSRF header or an allowed Origin (403)
 ├── InvalidToken              bad or revoked access token (401, Bearer challenge)
 ├── NotFound                  (404)
+├── RateLimited               over a rate limit (429 slow_down, Retry-After)
 └── StoreUnavailable          Redis unreachable or not acknowledging (503)
 """
 
@@ -37,6 +39,10 @@ class InvalidRequest(TokenwardError):
 
 class PayloadTooLarge(InvalidRequest):
     """The body exceeds the configured cap."""
+
+
+class RequestTimeout(InvalidRequest):
+    """The client did not send its request body in time."""
 
 
 class UnsupportedGrantType(TokenwardError):
@@ -84,6 +90,14 @@ class InvalidToken(TokenwardError):
 
 class NotFound(TokenwardError):
     """The addressed resource does not exist (or is not the caller's)."""
+
+
+class RateLimited(TokenwardError):
+    """A rate limit refused the request; ``retry_after`` is in whole seconds (at least 1)."""
+
+    def __init__(self, retry_after: int, detail: str = "too many requests; retry later") -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class CursorExpired(TokenwardError):

@@ -9,6 +9,7 @@ from .config import Settings
 from .introspection import Introspector
 from .keys import KeyRing
 from .metrics import Metrics
+from .ratelimit import RateLimiter
 from .revocation import Revocations, Revoker
 from .sessions import Sessions
 from .store import Store
@@ -24,6 +25,7 @@ SESSIONS = web.AppKey("sessions", Sessions)
 REVOCATIONS = web.AppKey("revocations", Revocations)
 INTROSPECTOR = web.AppKey("introspector", Introspector)
 REVOKER = web.AppKey("revoker", Revoker)
+RATELIMITER = web.AppKey("ratelimiter", RateLimiter)
 
 CLIENT = web.RequestKey("client", Client)
 CLAIMS = web.RequestKey("claims", AccessClaims)

@@ -17,7 +17,15 @@ key                            type    holds                                  ex
 ``tw:{p}:seq``                 string  the partition's event counter          event retention, renewed per event
 ``tw:{p}:ev``                  stream  the partition's replay log             event retention, renewed per event
 ``tw:{p}:sg``                  stream  refresh-anomaly signals (anomalies.py) event retention, renewed per signal
+``tw:{p}:rl:<k>:<id>``         string  a rate limit's theoretical arrival     when the bucket is full again
+                                       time (ms, GCRA)
 =============================  ======  =====================================  ==========================
+
+Rate limits (``service/ratelimit.py``): ``<k>`` is ``a`` (client address, IPv6 per /64),
+``c`` (authenticated client id), ``f`` (refresh-token family: the sid) or ``x`` (failed client
+authentications per address). Their partition is ``crc32("<k>:<id>") % partitions``, so
+limits spread over the cluster; the keys of one request sharing a partition go in one script
+call, and with one partition that is every request's only call.
 
 Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope (absent when empty), ``x``
 extra claims (JSON, absent when none), ``g`` generation, ``h`` hash of the current refresh
@@ -64,7 +72,7 @@ from .errors import StoreUnavailable
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL: Final = "tw:events"
-SCRIPT_NAMES: Final = ("create_session", "rotate", "end_session", "end_user_sessions", "revoke")
+SCRIPT_NAMES: Final = ("create_session", "rotate", "end_session", "end_user_sessions", "revoke", "ratelimit")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,14 @@ class Keyspace:
     def signals(p: int) -> str:
         return f"tw:{{{p}}}:sg"
 
+    def partition_of_limit(self, kind: str, ident: str) -> int:
+        """The partition of a rate-limit key: spread by hash, nothing else lives with it."""
+        return zlib.crc32(f"{kind}:{ident}".encode()) % self.partitions
+
+    @staticmethod
+    def ratelimit(p: int, kind: str, ident: str) -> str:
+        return f"tw:{{{p}}}:rl:{kind}:{ident}"
+
 
 def text(value: Any) -> str:
     """A Redis reply (bytes) as str."""
@@ -138,6 +154,7 @@ class Scripts:
         self.end_session: AsyncScript = client.register_script(load_script_source("end_session"))
         self.end_user_sessions: AsyncScript = client.register_script(load_script_source("end_user_sessions"))
         self.revoke: AsyncScript = client.register_script(load_script_source("revoke"))
+        self.ratelimit: AsyncScript = client.register_script(load_script_source("ratelimit"))
 
 
 class Store:

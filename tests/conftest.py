@@ -105,8 +105,13 @@ async def redis_client(redis_server: RedisServer | RedisCluster) -> AsyncIterato
 
 @pytest.fixture
 def settings(redis_server: RedisServer | RedisCluster, partitions: int, tmp_path: Any) -> Settings:
-    """Settings pointing at the test Redis."""
+    """Settings pointing at the test Redis.
+
+    Rate limits off: many tests make bursts on one family or address no real client would
+    make; tests/test_ratelimit.py and tests/http/test_hostile.py turn them on.
+    """
     return Settings(
+        ratelimit=False,
         redis_url=Secret(redis_server.url),
         partitions=partitions,
         issuer="https://tokenward.test",

@@ -155,3 +155,43 @@ def test_redis_urls_parse_into_their_parts(url: str, kind: str, hosts: tuple[obj
 
     target = parse_redis_url(url)
     assert (target.kind, target.hosts) == (kind, hosts)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"TOKENWARD_RATELIMIT": "maybe"},
+        {"TOKENWARD_RATELIMIT_ADDRESS": "20"},
+        {"TOKENWARD_RATELIMIT_ADDRESS": "fast,10"},
+        {"TOKENWARD_RATELIMIT_CLIENT": "-1,10"},
+        {"TOKENWARD_RATELIMIT_CLIENT": "5000,10"},
+        {"TOKENWARD_RATELIMIT_FAMILY": "1,0"},
+        {"TOKENWARD_RATELIMIT_FAMILY": "nan,5"},
+        {"TOKENWARD_RATELIMIT_AUTH_FAILURES": "1,2,3"},
+        {"TOKENWARD_TRUSTED_PROXIES": "10.0.0.0/8, proxy.internal"},
+        {"TOKENWARD_TRUSTED_PROXIES": "10.0.0.1/8"},
+        {"TOKENWARD_CLIENT_TIMEOUT": "0"},
+    ],
+)
+def test_bad_hostile_input_settings_name_the_variable(env: dict[str, str]) -> None:
+    (name,) = env
+    with pytest.raises(ConfigError, match=name + r"\b"):
+        Settings.from_env(env)
+
+
+def test_rate_limit_settings() -> None:
+    s = Settings.from_env(
+        {
+            "TOKENWARD_RATELIMIT": "off",
+            "TOKENWARD_RATELIMIT_ADDRESS": "0.5, 7",
+            "TOKENWARD_RATELIMIT_FAMILY": "0,1",
+            "TOKENWARD_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1 ,2001:db8::/32",
+            "TOKENWARD_CLIENT_TIMEOUT": "2.5",
+        }
+    )
+    assert not s.ratelimit and s.client_timeout == 2.5
+    assert (s.ratelimit_address.per_second, s.ratelimit_address.burst) == (0.5, 7)
+    assert not s.ratelimit_family.enabled and s.ratelimit_client == Settings().ratelimit_client
+    assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]
+    d = Settings.from_env({})
+    assert d.ratelimit and d.trusted_proxies == () and d.ratelimit_family.enabled

@@ -6,17 +6,40 @@ from aiohttp import web
 
 from .. import state
 from ..clients import Client
-from ..errors import InvalidToken
+from ..errors import ClientAuthError, InvalidRequest, InvalidToken
 from ..tokens import AccessClaims
 from .parsing import bearer
 
 
+def _authorization(request: web.Request) -> str | None:
+    """The one Authorization header; two would leave it to chance which one counts."""
+    values = request.headers.getall("Authorization", [])
+    if len(values) > 1:
+        raise InvalidRequest("more than one Authorization header")
+    return values[0] if values else None
+
+
 def client(request: web.Request, scope: str) -> Client:
     """The authenticated client, which must hold ``scope``."""
-    found = request.app[state.CLIENTS].authenticate(request.headers.get("Authorization"))
+    found = request.app[state.CLIENTS].authenticate(_authorization(request))
     found.require(scope)
     request[state.CLIENT] = found
     return found
+
+
+def attempt(request: web.Request) -> tuple[Client | None, ClientAuthError | None]:
+    """Optional client authentication, the outcome kept for the rate limits to count first.
+
+    ``(client, None)`` when the credentials are good, ``(None, error)`` when an Authorization
+    header was sent but fails, ``(None, None)`` when there is none (a public client).
+    """
+    header = _authorization(request)
+    if header is None:
+        return None, None
+    try:
+        return request.app[state.CLIENTS].authenticate(header), None
+    except ClientAuthError as exc:
+        return None, exc
 
 
 async def user(request: web.Request) -> AccessClaims:

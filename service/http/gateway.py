@@ -15,16 +15,21 @@ import orjson
 from aiohttp import web
 
 from .. import state
-from ..errors import InsufficientScope, InvalidRequest, InvalidToken
-from . import auth, parsing
+from ..errors import ClientAuthError, InsufficientScope, InvalidRequest, InvalidToken
+from . import auth, limits, parsing
 
 INACTIVE: Final = b'{"active":false}'
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 async def introspect(request: web.Request) -> web.Response:
-    """POST /oauth/introspect (scope introspect)."""
-    auth.client(request, "introspect")
+    """POST /oauth/introspect (scope introspect); failed authentications are rate limited."""
+    try:
+        auth.client(request, "introspect")
+    except ClientAuthError as exc:
+        await limits.authenticated(request, failure=exc)
+        raise
+    await limits.authenticated(request, failure=None)
     data = await parsing.form(request, request.app[state.SETTINGS].max_body_bytes)
     token = data.get("token")
     if token is None:

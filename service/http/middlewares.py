@@ -32,6 +32,7 @@ class ErrorShape(NamedTuple):
 # Most specific first: the first isinstance match wins.
 ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (errors.PayloadTooLarge, ErrorShape(413, "invalid_request")),
+    (errors.RequestTimeout, ErrorShape(408, "invalid_request")),
     (errors.InvalidRequest, ErrorShape(400, "invalid_request")),
     (errors.UnsupportedGrantType, ErrorShape(400, "unsupported_grant_type")),
     (errors.UnsupportedTokenType, ErrorShape(400, "unsupported_token_type")),
@@ -43,6 +44,9 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (errors.CsrfRefused, ErrorShape(403, "access_denied")),
     (errors.InvalidToken, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward", error="invalid_token"')),
     (errors.NotFound, ErrorShape(404, "not_found")),
+    # RFC 8628's slow_down: the caller is too fast. Not temporarily_unavailable, which here
+    # means the store is down (503): a client can tell "back off" from "we are broken".
+    (errors.RateLimited, ErrorShape(429, "slow_down")),
     (errors.CursorExpired, ErrorShape(410, "reset")),
     (errors.StoreUnavailable, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.ConnectionError, ErrorShape(503, "temporarily_unavailable")),
@@ -135,4 +139,28 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if shape.status == 503:
             log.warning("store unavailable on %s %s: %s", request.method, request.path, type(exc).__name__)
         detail = _DETAILS.get(shape.status) or getattr(exc, "detail", "") or str(exc)
-        return error_response(request, shape, detail)
+        resp = error_response(request, shape, detail)
+        if isinstance(exc, errors.RateLimited):
+            resp.headers["Retry-After"] = str(exc.retry_after)
+        if isinstance(exc, errors.RequestTimeout):
+            resp.force_close()  # the rest of a body that came too slowly is not worth waiting for
+        return resp
+
+
+# Credentials in a URL end up in access logs, proxies and browser history (RFC 6750 §2.3,
+# RFC 6749 §2.3.1): refused wherever they appear, so a client finds out at once.
+QUERY_CREDENTIALS: Final = frozenset(
+    {"access_token", "refresh_token", "token", "client_secret", "client_assertion", "password"}
+)
+
+
+@web.middleware
+async def query_credentials_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse a request carrying a credential in its query string, before anything reads it."""
+    if QUERY_CREDENTIALS.intersection(request.query):
+        if request.path == "/v1/authz" or request.path.startswith("/v1/authz/"):
+            # Gateways turn anything but 2xx/401/403 from forward-auth into a 500.
+            challenge = 'Bearer realm="tokenward", error="invalid_request"'
+            return web.Response(status=401, headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+        raise errors.InvalidRequest("credentials are not accepted in the query string")
+    return await handler(request)

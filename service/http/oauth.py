@@ -11,7 +11,7 @@ from .. import state
 from ..anomalies import RefreshOrigin
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
-from . import cookies, parsing
+from . import auth, cookies, limits, parsing
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -28,14 +28,6 @@ def token_response(pair: TokenPair, status: int = 200) -> web.Response:
         "scope": pair.scope,
     }
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=NO_STORE)
-
-
-def _optional_client_id(request: web.Request) -> str:
-    """Refresh is open to public clients; a client that authenticates must own the token."""
-    if "Authorization" not in request.headers:
-        return ""
-    client = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
-    return client.id
 
 
 async def token(request: web.Request) -> web.Response:
@@ -55,8 +47,15 @@ async def token(request: web.Request) -> web.Response:
     if refresh is None:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
-    client_id = _optional_client_id(request)
-    origin = RefreshOrigin.of(request.remote, request.headers.get("User-Agent"))
+    # Refresh is open to public clients; a client that authenticates must own the token.
+    caller, failure = auth.attempt(request)
+    await limits.oauth(request, caller=caller, failure=failure, token=refresh)
+    if failure is not None:
+        raise failure
+    client_id = caller.id if caller is not None else ""
+    # The client's address, not a trusted proxy's (TOKENWARD_TRUSTED_PROXIES).
+    address = parsing.client_address(request, settings)
+    origin = RefreshOrigin.of(str(address) if address else None, request.headers.get("User-Agent"))
     pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope, origin=origin)
     if from_cookie:
         return cookies.refresh_response(pair, settings)
@@ -78,9 +77,11 @@ async def revoke(request: web.Request) -> web.Response:
     if found is None and "token" not in data:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
-    caller = None
-    if "Authorization" in request.headers:
-        caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+    caller, failure = auth.attempt(request)
+    # No family limit here: a flood on a stolen token's family must never block its logout.
+    await limits.oauth(request, caller=caller, failure=failure, token=None)
+    if failure is not None:
+        raise failure
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
     # Logging out with a planted twin cookie ends both sessions: the user asked to be signed out.
     for raw in found if found is not None else (data["token"],):

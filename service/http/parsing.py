@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -9,25 +11,49 @@ from urllib.parse import parse_qsl
 import orjson
 from aiohttp import web
 
-from ..errors import InvalidRequest, PayloadTooLarge
+from .. import state
+from ..config import Network, Settings
+from ..errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from ..ratelimit import IPAddress
 
 
 async def _body(request: web.Request, limit: int) -> bytes:
+    """The whole body, at most ``limit`` bytes, within ``TOKENWARD_CLIENT_TIMEOUT``.
+
+    ``StreamReader.read(n)`` returns what has arrived so far, so a body split over TCP
+    segments is read in a loop; aiohttp has no body timeout of its own, hence the deadline.
+    """
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
+    chunks: list[bytes] = []
+    size = 0
     try:
-        body = await request.content.read(limit + 1)
+        async with asyncio.timeout(request.app[state.SETTINGS].client_timeout):
+            while size <= limit:
+                chunk = await request.content.read(limit + 1 - size)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+    except TimeoutError:
+        raise RequestTimeout("the request body did not arrive in time") from None
     except ValueError:
         raise InvalidRequest("unreadable body") from None
-    if len(body) > limit:
+    if size > limit:
         raise PayloadTooLarge("request body too large")
-    return body
+    return b"".join(chunks)
+
+
+def _printable(value: str) -> bool:
+    return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
 async def form(request: web.Request, limit: int) -> dict[str, str]:
     """An ``application/x-www-form-urlencoded`` body as a dict.
 
     RFC 6749 §3.1: empty values count as absent and a repeated parameter is an error.
+    No parameter of any OAuth request may hold a control character (NUL included), so
+    none ever reaches Redis or a log line.
     """
     if request.content_type != "application/x-www-form-urlencoded":
         raise InvalidRequest("the body must be application/x-www-form-urlencoded")
@@ -38,6 +64,8 @@ async def form(request: web.Request, limit: int) -> dict[str, str]:
         raise InvalidRequest("the body is not valid UTF-8 form data") from None
     out: dict[str, str] = {}
     for name, value in pairs:
+        if not (_printable(name) and _printable(value)):
+            raise InvalidRequest("a parameter contains control characters")
         if name in out:
             raise InvalidRequest(f"parameter {name!r} is repeated")
         if value != "":
@@ -72,7 +100,7 @@ def string(data: Mapping[str, Any], name: str, *, required: bool = False, max_le
         raise InvalidRequest(f"{name} must be a string")
     if len(value) > max_len:
         raise InvalidRequest(f"{name} is longer than {max_len} characters")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if not _printable(value):
         raise InvalidRequest(f"{name} contains control characters")
     return value
 
@@ -101,3 +129,47 @@ def bearer(request: web.Request) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+def _ip(text: str) -> IPAddress | None:
+    """An address as proxies write it (``1.2.3.4``, ``[::1]``, ``1.2.3.4:5678``), IPv4-mapped unwrapped."""
+    text = text.strip()
+    if text.startswith("[") and "]" in text:
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: IPAddress, proxies: tuple[Network, ...]) -> bool:
+    return any(address.version == net.version and address in net for net in proxies)
+
+
+def client_address(request: web.Request, settings: Settings) -> IPAddress | None:
+    """Who is calling, for rate limits: the socket peer, unless it is a trusted proxy.
+
+    Behind ``TOKENWARD_TRUSTED_PROXIES`` the ``X-Forwarded-For`` hops are walked right to
+    left (each is what the proxy after it saw) until one is not a trusted proxy: entries
+    further left were written by the client and are ignored, so a spoofed header cannot
+    pick its own bucket. An unparsable hop ends the walk at the proxy that forwarded it.
+    None when the peer is not an IP socket.
+    """
+    peer = _ip(request.remote or "")
+    if peer is None or not _trusted(peer, settings.trusted_proxies):
+        return peer
+    hops = [hop for line in request.headers.getall("X-Forwarded-For", ()) for hop in line.split(",")]
+    address = peer
+    for hop in reversed(hops):
+        found = _ip(hop)
+        if found is None:
+            break
+        address = found
+        if not _trusted(found, settings.trusted_proxies):
+            break
+    return address

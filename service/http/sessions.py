@@ -41,7 +41,11 @@ def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
         raise InvalidRequest(f"claims may not set reserved names: {', '.join(reserved)}")
-    if len(orjson.dumps(claims)) > MAX_CLAIMS_BYTES:
+    try:
+        encoded = orjson.dumps(claims)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes (255), though it reads 1024
+        raise InvalidRequest("claims nest too deeply") from None
+    if len(encoded) > MAX_CLAIMS_BYTES:
         raise InvalidRequest(f"claims must encode to at most {MAX_CLAIMS_BYTES} bytes")
     return claims
 

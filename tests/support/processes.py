@@ -46,6 +46,8 @@ class ServiceProcess:
             "TOKENWARD_ISSUER": "https://tokenward.test",
             "TOKENWARD_AUDIENCE": "api.test",
             "TOKENWARD_LOG_LEVEL": "WARNING",
+            # As in tests/conftest.settings: load and workload tests are not clients to limit.
+            "TOKENWARD_RATELIMIT": "off",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
