@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Self
 
 
@@ -67,6 +68,7 @@ class LatencyProxy:
             asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+        self._loop.close()
 
     def _call(self, fn: object) -> None:
         async def run() -> None:
@@ -85,23 +87,36 @@ class LatencyProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # Counted from the client's side: open from accept until the client closes (or the
+        # connection fails), so a client that replaces a closed connection is not counted twice
+        # while the proxy is still tearing down the upstream half.
         with self._lock:
             self.accepted += 1
             self.open += 1
             self.peak = max(self.peak, self.open)
+        closed = False
+
+        def client_gone() -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                with self._lock:
+                    self.open -= 1
+
         try:
             try:
                 up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
             except OSError:
                 return
             self._writers.update((writer, up_writer))
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, client_gone), self._pipe(up_reader, writer))
         finally:
-            with self._lock:
-                self.open -= 1
+            client_gone()
             writer.close()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, on_eof: Callable[[], None] | None = None
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -118,11 +133,14 @@ class LatencyProxy:
         try:
             while data := await src.read(65536):
                 queue.put_nowait((time.monotonic() + self.latency, data))
+            if on_eof is not None:
+                on_eof()
             if self._event().is_set():  # flush what is in flight; when stalled it is lost with the peer
                 queue.put_nowait((0.0, b""))
                 await sender
         except (OSError, asyncio.IncompleteReadError):
-            pass
+            if on_eof is not None:
+                on_eof()
         finally:
             sender.cancel()
             with contextlib.suppress(Exception):
