@@ -247,20 +247,34 @@ async def test_sigkill_under_mixed_load_loses_nothing_acknowledged(
     service = ServiceProcess(service_env(config_env, aof_redis.url, refresh_grace="120"))
     with running(service):
         base = service.url
-        sessions = [
-            SessionLog([s["refresh_token"]], [s["access_token"]])
-            for s in await asyncio.gather(*(login_over_http(http, base, f"kill{i % 12}") for i in range(48)))
-        ]
+        sessions: list[SessionLog] = []
         statuses: Counter[tuple[str, int]] = Counter()
         durations: list[float] = []
         errors: list[str] = []
         stop = asyncio.Event()
+        weights = {"refresh": 30, "introspect": 25, "authz": 25, "revoke_access": 5, "logout": 2}
 
-        async def client(log: SessionLog, rng: random.Random) -> None:
-            while not stop.is_set() and not log.logout_tried:
-                op = rng.choices(["refresh", "introspect", "authz", "revoke_access", "logout"], [30, 25, 25, 5, 3])[0]
+        async def client(i: int) -> None:
+            """One device: logs in, uses its session, logs out, logs in again, until stopped."""
+            rng = random.Random(i)
+            log: SessionLog | None = None
+            while not stop.is_set():
+                op = (
+                    "login"
+                    if log is None or log.logout_tried
+                    else rng.choices(list(weights), list(weights.values()))[0]
+                )
                 try:
-                    answer = await one_op(http, base, log, op)
+                    if op == "login":
+                        answer = await call(
+                            http, "POST", f"{base}/v1/sessions", json={"sub": f"kill{i % 12}"}, headers=basic("login")
+                        )
+                        if answer.status == 201:
+                            log = SessionLog([answer.json()["refresh_token"]], [answer.json()["access_token"]])
+                            sessions.append(log)
+                    else:
+                        assert log is not None
+                        answer = await one_op(http, base, log, op)
                 except (TimeoutError, aiohttp.ClientError) as exc:
                     errors.append(f"{op}: {type(exc).__name__} {exc}")
                     continue
@@ -268,7 +282,7 @@ async def test_sigkill_under_mixed_load_loses_nothing_acknowledged(
                 durations.append(answer.took)
                 await asyncio.sleep(rng.uniform(0, 0.02))
 
-        workers = [asyncio.create_task(client(log, random.Random(i))) for i, log in enumerate(sessions)]
+        workers = [asyncio.create_task(client(i)) for i in range(48)]
         await asyncio.sleep(2.0)
         aof_redis.kill()
         killed = time.monotonic()
@@ -281,6 +295,9 @@ async def test_sigkill_under_mixed_load_loses_nothing_acknowledged(
         print(f"\nkill: ready {back:.2f}s after restart ({time.monotonic() - killed:.1f}s run after kill)")
         print(f"kill: answers {sorted(statuses.items())}; max {max(durations):.2f}s, p99 "
               f"{statistics.quantiles(durations, n=100)[98]:.3f}s")  # fmt: skip
+        print(f"kill: {len(sessions)} sessions, {sum(x.logout_acked for x in sessions)} logouts acknowledged, "
+              f"{sum(len(x.revoked_access) for x in sessions)} access tokens revoked, "
+              f"{sum(x.last_refresh_failed for x in sessions)} ended on a failed refresh")  # fmt: skip
 
         assert not errors, errors[:5]
         assert {status for _, status in statuses} <= OK_OR_DOCUMENTED, statuses
