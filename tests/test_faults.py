@@ -153,13 +153,14 @@ async def sleep_into_next_second() -> None:
 # 1. Redis absent at start --------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("deny_mode", ["strict", "cached"])
 async def test_redis_absent_at_start_then_appears(
-    config_env: dict[str, str], keyring: KeyRing, http: aiohttp.ClientSession
+    config_env: dict[str, str], keyring: KeyRing, http: aiohttp.ClientSession, deny_mode: str
 ) -> None:
     """The service starts without Redis, /readyz fails, every Redis-backed call is a fast 503 with
     Retry-After, and everything works by itself once Redis listens on that port."""
     port = free_port()
-    service = ServiceProcess(service_env(config_env, f"redis://127.0.0.1:{port}/0"))
+    service = ServiceProcess(service_env(config_env, f"redis://127.0.0.1:{port}/0", deny_mode=deny_mode))
     with running(service):
         base = service.url
         ready = await call(http, "GET", f"{base}/readyz")
@@ -197,7 +198,7 @@ async def test_redis_absent_at_start_then_appears(
             took[name] = answer.took
         assert max(took.values()) < ANSWER_BOUND
         worst, median = max(took.values()) * 1000, statistics.median(took.values()) * 1000
-        print(f"\nabsent: every Redis-backed call 503 in max {worst:.1f} ms, median {median:.1f} ms")
+        print(f"\nabsent ({deny_mode}): every Redis-backed call 503 in max {worst:.1f} ms, median {median:.1f} ms")
 
         server = RedisServer(port=port, appendonly=True)
         try:
