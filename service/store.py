@@ -173,12 +173,18 @@ class Store:
             try:
                 await self.ensure_boot_markers()
                 fitness = await check_fitness(self)
-            except (OSError, aioredis.RedisError) as exc:
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
                 if retry_every is None:
                     log.debug("first contact with redis failed: %s", exc)
                     return False
                 await asyncio.sleep(retry_every)
                 continue
+            except aioredis.RedisError as exc:  # an answer, but a refusal (ACL, say): retrying will not help
+                log.error("start-up work on redis refused: %s", exc)
+                self.contacted = True
+                return True
+            if retry_every is not None:
+                log.warning("redis answers now")
             for error in fitness.errors:
                 log.error("refusing this Redis: %s", error)
             self.unfit = fitness.errors

@@ -766,7 +766,12 @@ async def test_sustained_mixed_workload_memory_is_flat(
             print(f"soak: t={t:5.1f}s rss {rss / 2**20:6.1f} MiB  redis used_memory {mem / 2**20:6.2f} MiB")
         print(f"soak: rss +{(rss1 - rss0) / 2**20:.1f} MiB, redis +{(mem1 - mem0) / 2**20:.2f} MiB "
               f"(of which the event stream, kept event_retention = 610 s, {stream / 2**20:.2f} MiB)")  # fmt: skip
-        # Bounds: the process keeps at most VERIFIED_CACHE_SIZE verified tokens (~20 MiB), filled
-        # gradually at this rate; Redis grows only by the replay stream within its retention.
+        # Bounds: the process keeps up to VERIFIED_CACHE_SIZE verified tokens (~20 MiB; at this
+        # rate full after ~100 s), so it may grow by that much plus slack, and not at all once the
+        # cache is full (the second half of a long run); Redis grows only by the replay stream,
+        # which keeps every event for event_retention (610 s here) before trimming.
         assert rss1 - rss0 < 32 * 2**20
-        assert mem1 - mem0 < stream + 4 * 2**20
+        if SOAK_SECONDS >= 240:
+            half = next(rss for t, rss, _ in samples if t >= SOAK_SECONDS / 2)
+            assert rss1 - half < 4 * 2**20, "the service grows after its caches are full"
+        assert mem1 - mem0 < stream + 2 * 2**20
