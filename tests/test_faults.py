@@ -224,6 +224,31 @@ async def test_redis_absent_at_start_then_appears(
             server.close()
 
 
+async def test_an_unfit_redis_found_after_start_fails_readiness(
+    config_env: dict[str, str], http: aiohttp.ClientSession
+) -> None:
+    """The self-check that refuses an evicting Redis at start cannot refuse a start that already
+    happened: when Redis first answers later and is unfit, /readyz says so instead."""
+    port = free_port()
+    service = ServiceProcess(service_env(config_env, f"redis://127.0.0.1:{port}/0"))
+    with running(service):
+        server = RedisServer("--maxmemory", "64mb", port=port)
+        server.extra += ["--maxmemory-policy", "allkeys-lru"]
+        try:
+            server.start()
+            deadline = time.monotonic() + 10
+            while True:
+                ready = await call(http, "GET", f"{service.url}/readyz")
+                if "unfit" in ready.json():
+                    break
+                assert time.monotonic() < deadline, ready.body
+                await asyncio.sleep(0.1)
+            assert ready.status == 503 and ready.json()["redis"] == "ok"
+            assert "allkeys-lru" in ready.json()["unfit"][0]
+        finally:
+            server.close()
+
+
 # 2. and 3. Redis killed and restarted with AOF ------------------------------------------------
 
 
