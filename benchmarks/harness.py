@@ -237,10 +237,11 @@ def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Sett
             fields = session_fields(sub, tok.hash, tag_key, now, absolute, settings.refresh_idle_ttl)
             pipe.evalsha(
                 sha,
-                3,
+                4,
                 f"tw:{{0}}:s:{sid}",
                 f"tw:{{0}}:u:{sub}",
                 f"tw:{{0}}:dc:{sub}",
+                "tw:{0}:boot",
                 now,
                 expires,
                 absolute,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 
@@ -21,7 +23,7 @@ from .ratelimit import RateLimiter
 from .revocation import Revocations, Revoker
 from .sdk import DenyCache, RevocationListener
 from .sessions import Sessions
-from .store import connect
+from .store import open_store
 from .tokens import AccessTokens
 
 log = logging.getLogger("tokenward")
@@ -44,8 +46,9 @@ def load_clients(settings: Settings) -> ClientRegistry:
 
 
 async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The store. Redis away at start is not fatal: calls answer 503 until it answers."""
     settings = app[state.SETTINGS]
-    store = await connect(settings)
+    store = open_store(settings)
     app[state.STORE] = store
     app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
     app[state.RATELIMITER] = RateLimiter(store)
@@ -54,7 +57,15 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
             "DEVELOPMENT ONLY: embedded in-process store and ephemeral signing key; "
             "nothing survives a restart. Set TOKENWARD_REDIS_URL for anything real."
         )
+    contact = None
+    if not await store.first_contact():
+        log.warning("redis unreachable at start; answering 503 until it is back")
+        contact = asyncio.create_task(store.first_contact(retry_every=1.0), name="tokenward-first-contact")
     yield
+    if contact is not None:
+        contact.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await contact
     await store.aclose()
 
 
@@ -65,7 +76,9 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.deny_mode == "cached":
         assert settings.redis_url is not None  # Settings.validate guarantees it
         listener = RevocationListener(settings.redis_url.value, DenyCache(), partitions=settings.partitions)
-        await listener.start()
+        # With Redis away, start serving anyway: checks fall back to strict ones (503s)
+        # until the listener has loaded the deny set.
+        await listener.start(wait=10.0 if store.contacted else None)
         cached = CachedRevocations(store, settings, listener)
         app[state.REVOCATIONS] = cached
         metrics = app[state.METRICS]

@@ -25,7 +25,7 @@ def serve(settings: Settings) -> int:
 
     from .app import DEV_CLIENT, create_app
 
-    if not settings.embedded and check(settings, quiet=True) != 0:
+    if not settings.embedded and check(settings, quiet=True, unreachable_ok=True) != 0:
         return 1
     app = create_app(settings)
     if settings.embedded:
@@ -56,8 +56,12 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def check(settings: Settings, *, quiet: bool = False) -> int:
-    """Connect to the store and verify it is fit for production; 0 when it is, 1 when not."""
+def check(settings: Settings, *, quiet: bool = False, unreachable_ok: bool = False) -> int:
+    """Connect to the store and verify it is fit for production; 0 when it is, 1 when not.
+
+    ``unreachable_ok`` (``serve``): a Redis that does not answer yet is not a refusal; the
+    service starts, answers 503, and runs the check once Redis answers.
+    """
     from redis.exceptions import RedisError
 
     from .store import check_fitness, connect
@@ -67,6 +71,9 @@ def check(settings: Settings, *, quiet: bool = False) -> int:
             store = await connect(settings, attempts=2)
         except (OSError, RedisError) as exc:
             print(f"tokenward: cannot reach Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
+            if unreachable_ok:
+                print("tokenward: starting anyway; calls answer 503 until Redis answers", file=sys.stderr)
+                return 0
             return 1
         try:
             fitness = await check_fitness(store)

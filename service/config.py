@@ -76,6 +76,7 @@ class Settings:
     wait_replicas: int = 0
     wait_timeout_ms: int = 500
     redis_timeout: float = 1.0
+    redis_max_connections: int = 256
     shutdown_timeout: float = 20.0
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
@@ -143,6 +144,7 @@ class Settings:
             wait_replicas=env.get_int("WAIT_REPLICAS", d.wait_replicas, lo=0, hi=16),
             wait_timeout_ms=env.get_int("WAIT_TIMEOUT_MS", d.wait_timeout_ms, lo=1, hi=60_000),
             redis_timeout=env.get_float("REDIS_TIMEOUT", d.redis_timeout, lo=0.05, hi=30),
+            redis_max_connections=env.get_int("REDIS_MAX_CONNECTIONS", d.redis_max_connections, lo=1, hi=10_000),
             shutdown_timeout=env.get_float("SHUTDOWN_TIMEOUT", d.shutdown_timeout, lo=0, hi=600),
             max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
             log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),

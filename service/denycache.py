@@ -10,6 +10,10 @@ the cache holds every revocation that completed before the request arrived:
    arrived, because the counter and the deny entry are written in one script;
 3. the request waits until the listener has applied that seq, then asks the cache.
 
+The same MGET reads the partition's boot marker (``store``), so a wiped store is noticed
+by the very next check, as in strict mode: the cache may still hold the lost deny
+entries, but a service restarted after the wipe would not.
+
 So a revoke that returned on any replica is refused by every replica, as in strict
 mode, while under load one Redis round trip is shared by all concurrent requests. If the
 listener is unhealthy or does not catch up within ``CATCH_UP``, the request falls back
@@ -32,30 +36,31 @@ CATCH_UP: Final = 0.05  # seconds to wait for the listener before asking Redis i
 
 
 class _CounterReads:
-    """Coalesces reads of one partition's event counter: at most one waiting, one in flight."""
+    """Coalesces reads of one partition's event counter and boot marker: at most one waiting, one in flight."""
 
-    def __init__(self, client: Any, key: str) -> None:
+    def __init__(self, client: Any, key: str, boot_key: str) -> None:
         self._client = client
         self._key = key
-        self._next: asyncio.Future[int] | None = None
+        self._boot_key = boot_key
+        self._next: asyncio.Future[tuple[int, int | None]] | None = None
 
-    async def read(self) -> int:
-        """A counter value read after this call began."""
+    async def read(self) -> tuple[int, int | None]:
+        """The counter and the boot marker (None: missing), read after this call began."""
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
             asyncio.get_running_loop().create_task(self._send(self._next))
         return await asyncio.shield(self._next)
 
-    async def _send(self, future: asyncio.Future[int]) -> None:
+    async def _send(self, future: asyncio.Future[tuple[int, int | None]]) -> None:
         await asyncio.sleep(0)  # let requests already queued on the loop join this read
         self._next = None  # later arrivals need a read that leaves after them
         try:
-            value = await self._client.get(self._key)
+            value, boot = await self._client.mget(self._key, self._boot_key)
         except Exception as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: waiters re-raise it themselves
         else:
-            future.set_result(int(value) if value is not None else 0)
+            future.set_result((int(value) if value is not None else 0, int(boot) if boot is not None else None))
 
 
 class CachedRevocations(Revocations):
@@ -65,14 +70,20 @@ class CachedRevocations(Revocations):
         super().__init__(store, settings)
         self.listener = listener
         self.cache: DenyCache = listener.cache
-        self._reads = [_CounterReads(store.client, store.keys.seq(p)) for p in range(settings.partitions)]
+        self._reads = [
+            _CounterReads(store.client, store.keys.seq(p), store.keys.boot(p)) for p in range(settings.partitions)
+        ]
         #: How many checks fell back to Redis (for metrics and tests).
         self.fallbacks = 0
 
     async def is_denied(self, claims: AccessClaims) -> bool:
         """The same answer as the strict check, from the cache when it is provably current."""
         p = self.keys.partition_of_sub(claims.sub)
-        counter = await self._reads[p].read()
+        counter, boot = await self._reads[p].read()
+        if boot is None:
+            boot = await self.store.ensure_boot(p)
+        if claims.iat < boot:
+            return True
         if self.listener.healthy and await self._caught_up(p, counter):
             return self.cache.is_denied(claims.jti, claims.sid, claims.sub, claims.iat)
         self.fallbacks += 1

@@ -3,9 +3,14 @@
 The rule, written once (``denied``): a token is denied when
   * its ``jti`` has a deny entry, or
   * its ``sid`` has a deny entry (its session was logged out or revoked), or
-  * its ``sub`` has a cut-off and the token's ``iat`` is at or before the cut-off second.
-At equal seconds the token is denied: a cut-off means "everything issued up to now",
+  * its ``sub`` has a cut-off and the token's ``iat`` is at or before the cut-off second, or
+  * its ``iat`` is before its partition's boot marker (the store was wiped after the
+    token was issued, taking any deny entry for it along; see ``store``).
+At equal seconds the cut-off denies: a cut-off means "everything issued up to now",
 and the service never mints a token in its user's cut-off second (it waits it out).
+The boot marker lets its own second pass: tokens minted just after a fresh start or a
+wipe must work, and waiting a second on every first login would be worse than the
+sub-second window it closes.
 
 Every deny entry expires when the last token it could match stops verifying: a jti
 at the token's ``exp`` plus leeway; a sid or a cut-off at the revocation time plus the
@@ -27,9 +32,9 @@ from .store import EVENTS_CHANNEL, Store
 from .tokens import ACCESS_TOKEN_TYPE, ID_RE, MAX_TOKEN_BYTES, AccessClaims, AccessTokens, RefreshToken
 
 
-def denied(jti_entry: Any, sid_entry: Any, cutoff_entry: Any, iat: int) -> bool:
-    """Apply the deny rule to the three entries found for a token."""
-    if jti_entry is not None or sid_entry is not None:
+def denied(jti_entry: Any, sid_entry: Any, cutoff_entry: Any, iat: int, boot: int = 0) -> bool:
+    """Apply the deny rule to the three entries found for a token and its partition's boot marker."""
+    if jti_entry is not None or sid_entry is not None or iat < boot:
         return True
     return cutoff_entry is not None and iat <= int(cutoff_entry)
 
@@ -43,13 +48,14 @@ class Revocations:
         self.keys = store.keys
 
     async def is_denied(self, claims: AccessClaims) -> bool:
-        """One round trip: the three deny entries that could match, then the rule."""
+        """One round trip: the three deny entries that could match and the boot marker, then the rule."""
         k = self.keys
         p = self.keys.partition_of_sub(claims.sub)
         entries = await self.store.client.mget(
-            k.deny_jti(p, claims.jti), k.deny_sid(p, claims.sid), k.cutoff(p, claims.sub)
+            k.deny_jti(p, claims.jti), k.deny_sid(p, claims.sid), k.cutoff(p, claims.sub), k.boot(p)
         )
-        return denied(entries[0], entries[1], entries[2], claims.iat)
+        boot = int(entries[3]) if entries[3] is not None else await self.store.ensure_boot(p)
+        return denied(entries[0], entries[1], entries[2], claims.iat, boot)
 
     async def revoke_jti(self, jti: str, exp: int, reason: str) -> int:
         """Deny one access token until it expires (+ leeway); the event seq, 0 if already expired."""

@@ -182,7 +182,12 @@ class Sessions:
             device=device,
         )
         cutoff = await self.store.scripts.create_session(
-            keys=[self.keys.session(p, sid), self.keys.user_index(p, sub), self.keys.cutoff(p, sub)],
+            keys=[
+                self.keys.session(p, sid),
+                self.keys.user_index(p, sub),
+                self.keys.cutoff(p, sub),
+                self.keys.boot(p),
+            ],
             args=[now, expires, absolute, sid, *fields],
         )
         access = await self._mint(sub, sid, p, scope, client_id, claims, cutoff, now // 1000)

@@ -19,6 +19,7 @@ key                            type    holds                                  ex
 ``tw:{p}:sg``                  stream  refresh-anomaly signals (anomalies.py) event retention, renewed per signal
 ``tw:{p}:rl:<k>:<id>``         string  a rate limit's theoretical arrival     when the bucket is full again
                                        time (ms, GCRA)
+``tw:{p}:boot``                string  when the store was (re)initialised (s) never (see below)
 =============================  ======  =====================================  ==========================
 
 Rate limits (``service/ratelimit.py``): ``<k>`` is ``a`` (client address, IPv6 per /64),
@@ -26,6 +27,17 @@ Rate limits (``service/ratelimit.py``): ``<k>`` is ``a`` (client address, IPv6 p
 authentications per address). Their partition is ``crc32("<k>:<id>") % partitions``, so
 limits spread over the cluster; the keys of one request sharing a partition go in one script
 call, and with one partition that is every request's only call.
+
+Boot marker. ``tw:{p}:boot`` is the one key without a TTL (a few bytes per partition): the
+epoch second at which the partition's store was first used, set with ``SET NX`` (then read
+back, so concurrent service processes agree on one value). It is read in the same MGET as
+a token's deny entries, so it costs no round trip. Missing means the store was wiped (a
+Redis restarted without persistence, a FLUSHALL): every deny entry is gone, so every
+access token issued before the marker (``iat`` < marker) is refused from then on, and
+refresh tokens are gone with their sessions, so users sign in again. Session creation sets
+it too (inside ``create_session.lua``), so every token minted after a wipe is newer than
+the marker and passes. A Redis rolled back to an older snapshot keeps its marker: the
+marker detects a wipe, not lost recent writes (run AOF for that).
 
 Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope (absent when empty), ``x``
 extra claims (JSON, absent when none), ``g`` generation, ``h`` hash of the current refresh
@@ -54,6 +66,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from dataclasses import dataclass
 from importlib import resources
@@ -130,6 +143,10 @@ class Keyspace:
     def ratelimit(p: int, kind: str, ident: str) -> str:
         return f"tw:{{{p}}}:rl:{kind}:{ident}"
 
+    @staticmethod
+    def boot(p: int) -> str:
+        return f"tw:{{{p}}}:boot"
+
 
 def text(value: Any) -> str:
     """A Redis reply (bytes) as str."""
@@ -167,6 +184,38 @@ class Store:
         self.scripts = Scripts(client)
         self._wait_replicas = settings.wait_replicas
         self._wait_timeout_ms = settings.wait_timeout_ms
+        #: True once Redis has answered the start-up work (boot markers, self-check).
+        self.contacted = False
+        #: What the self-check refused, when it ran after start (Redis away at start): /readyz fails.
+        self.unfit: tuple[str, ...] = ()
+
+    async def first_contact(self, retry_every: float | None = None) -> bool:
+        """Set the boot markers and run the self-check; True once done.
+
+        At start Redis may be away: once (``retry_every`` None) or until it answers. A
+        Redis found unfit only now cannot refuse the start any more, so it fails /readyz.
+        """
+        while True:
+            try:
+                await self.ensure_boot_markers()
+                fitness = await check_fitness(self)
+            except (OSError, aioredis.ConnectionError, aioredis.TimeoutError) as exc:
+                if retry_every is None:
+                    log.debug("first contact with redis failed: %s", exc)
+                    return False
+                await asyncio.sleep(retry_every)
+                continue
+            except aioredis.RedisError as exc:  # an answer, but a refusal (ACL, say): retrying will not help
+                log.error("start-up work on redis refused: %s", exc)
+                self.contacted = True
+                return True
+            if retry_every is not None:
+                log.warning("redis answers now")
+            for error in fitness.errors:
+                log.error("refusing this Redis: %s", error)
+            self.unfit = fitness.errors
+            self.contacted = True
+            return True
 
     async def confirm(self, partition: int = 0) -> None:
         """Make an acknowledged revocation survive a failover: wait for replicas (WAIT).
@@ -184,6 +233,32 @@ class Store:
             acked = await self.client.execute_command(*args)
         if int(acked) < self._wait_replicas:
             raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas confirmed the write in time")
+
+    async def ensure_boot(self, partition: int, now_s: int | None = None) -> int:
+        """The partition's boot marker, set to now if missing (a fresh or wiped store).
+
+        SET NX then GET in one pipeline: of concurrent processes the first one's value
+        wins and every one reads it back, so they all deny the same tokens.
+        """
+        key = self.keys.boot(partition)
+        value = int(time.time()) if now_s is None else now_s
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(key, value, nx=True)
+            pipe.get(key)
+            created, stored = await pipe.execute()
+        if created:
+            log.warning(
+                "partition %d: no boot marker, the store is new or was wiped; access tokens issued "
+                "before %d are refused from now on",
+                partition,
+                value,
+            )
+        return int(stored)
+
+    async def ensure_boot_markers(self) -> None:
+        """Set every partition's boot marker at start-up (a no-op where they exist)."""
+        for p in range(self.keys.partitions):
+            await self.ensure_boot(p)
 
     async def ping(self) -> bool:
         """True when Redis answers."""
@@ -212,18 +287,26 @@ def create_client(settings: Settings) -> tuple[Any, str]:
         "health_check_interval": 15,
         "retry": Retry(NoBackoff(), 0),
     }
+    size = settings.redis_max_connections
     if target.kind == "redis":
-        return aioredis.Redis.from_url(target.url, max_connections=256, **common), "redis"
+        # A blocking pool: a burst beyond the pool waits for a free connection, at most
+        # the Redis timeout, then answers 503 ("No connection available"), instead of
+        # opening connections without bound or queueing without end.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            target.url, max_connections=size, timeout=settings.redis_timeout, **common
+        )
+        return aioredis.Redis.from_pool(pool), "redis"
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
         sentinel = Sentinel(  # type: ignore[no-untyped-call]
             list(target.hosts), sentinel_kwargs={**common, "ssl": target.tls}, ssl=target.tls, **auth, **common
         )
-        client = sentinel.master_for(target.service, db=target.db, max_connections=256)
+        # Sentinel and Cluster pools refuse at once (503) when full rather than wait.
+        client = sentinel.master_for(target.service, db=target.db, max_connections=size)
         return client, "sentinel"
     nodes = [ClusterNode(host, port) for host, port in target.hosts]
     cluster = RedisCluster(
-        startup_nodes=nodes, ssl=target.tls, max_connections=256, require_full_coverage=True, **auth, **common
+        startup_nodes=nodes, ssl=target.tls, max_connections=size, require_full_coverage=True, **auth, **common
     )
     return cluster, "cluster"
 
@@ -265,8 +348,18 @@ async def check_fitness(store: Store) -> Fitness:
                 "Set maxmemory-policy noeviction (and keep caches in another Redis)."
             )
         if not int(persistence.get("aof_enabled", 0)):
-            warnings.append(f"{name}: appendonly is off; a crash forgets revocations since the last snapshot")
+            warnings.append(
+                f"{name}: appendonly is off; a crash forgets revocations since the last snapshot "
+                "(a restart with no data at all is noticed: the boot marker refuses every older access token)"
+            )
     return Fitness(tuple(errors), tuple(warnings))
+
+
+def open_store(settings: Settings) -> Store:
+    """A store whose client connects on first use: the service starts (and answers 503)
+    while Redis is away, and carries on by itself once it answers."""
+    client, kind = create_client(settings)
+    return Store(client, settings, kind)
 
 
 async def connect(settings: Settings, attempts: int = 5) -> Store:

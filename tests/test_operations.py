@@ -60,6 +60,7 @@ class TestSelfCheck:
             proc = run_cli({**config_env, "TOKENWARD_REDIS_URL": server.url}, "check")
             assert proc.returncode == 0, proc.stderr
             assert "appendonly is off" in proc.stderr
+            assert "boot marker" in proc.stderr, "it says what a restart without data does"
         finally:
             server.close()
 

@@ -36,6 +36,12 @@ class TestRule:
     def test_which_entries_apply(self, jti: Any, sid: Any, cutoff: Any, iat: int, expected: bool) -> None:
         assert denied(jti, sid, cutoff, iat) is expected
 
+    @pytest.mark.parametrize(("iat", "boot", "expected"), [(99, 100, True), (100, 100, False), (101, 100, False)])
+    def test_boot_marker_denies_only_older_tokens(self, iat: int, boot: int, expected: bool) -> None:
+        """Issued before the store was (re)initialised: denied; in its second or later: the entries decide."""
+        assert denied(None, None, None, iat, boot) is expected
+        assert denied(b"1", None, None, iat, boot) is True
+
 
 def claims_of(client: TestClient[Any, Any], token: str) -> AccessClaims:
     result: AccessClaims = client.app[state.TOKENS].verify(token)

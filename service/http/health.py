@@ -23,14 +23,16 @@ async def readyz(request: web.Request) -> web.Response:
         redis_ok = await asyncio.wait_for(store.ping(), timeout=1.0)
     except Exception:
         redis_ok = False
-    ready = redis_ok and bool(ring.keys)
-    body = {
+    ready = redis_ok and bool(ring.keys) and not store.unfit
+    body: dict[str, object] = {
         "status": "ready" if ready else "unavailable",
         "store": store.kind,
         "redis": "ok" if redis_ok else "unreachable",
         "signing_kid": ring.signer.kid,
         "keys": len(ring.keys),
     }
+    if store.unfit:
+        body["unfit"] = list(store.unfit)
     return web.Response(
         status=200 if ready else 503,
         body=orjson.dumps(body),

@@ -53,6 +53,8 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (redis.exceptions.TimeoutError, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.BusyLoadingError, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.ReadOnlyError, ErrorShape(503, "temporarily_unavailable")),
+    # maxmemory reached under noeviction: the write was refused whole (a script before it ran).
+    (redis.exceptions.OutOfMemoryError, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.ClusterDownError, ErrorShape(503, "temporarily_unavailable")),
     (redis.exceptions.TryAgainError, ErrorShape(503, "temporarily_unavailable")),
     (OSError, ErrorShape(503, "temporarily_unavailable")),

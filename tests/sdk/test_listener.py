@@ -210,7 +210,7 @@ class TestFlood:
                 for i in range(per_user):
                     sid = f"00fl{u:03d}x{i:05d}"
                     await create(
-                        keys=[keys.session(0, sid), keys.user_index(0, sub), keys.cutoff(0, sub)],
+                        keys=[keys.session(0, sid), keys.user_index(0, sub), keys.cutoff(0, sub), keys.boot(0)],
                         args=[now, now + 3_600_000, now + 3_600_000, sid, "u", sub, "g", 0],
                         client=pipe,
                     )

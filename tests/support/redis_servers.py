@@ -139,6 +139,27 @@ class RedisServer:
                 self.proc.stderr.close()
             self.proc = None
 
+    def restart(self, timeout: float = 10.0) -> Self:
+        """Start again on the same port and directory: with AOF on, it reloads what it had."""
+        assert self.proc is None, "stop() or kill() first"
+        return self.start(timeout)
+
+    def wipe(self) -> None:
+        """Forget everything on disk (a replacement machine, a volume lost): the next start is empty."""
+        assert self.proc is None, "stop() or kill() first"
+        for entry in self.dir.iterdir():
+            if entry.name == "redis.log":
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+    def used_memory(self) -> int:
+        """``INFO memory`` used_memory, bytes."""
+        with self.client() as c:
+            return int(c.info("memory")["used_memory"])
+
     def close(self) -> None:
         self.stop()
         with contextlib.suppress(OSError):
