@@ -48,10 +48,11 @@ class Revocations:
         self.keys = store.keys
 
     async def is_denied(self, claims: AccessClaims) -> bool:
-        """One round trip: the three deny entries that could match and the boot marker, then the rule."""
+        """One read (batched with concurrent checks): the three deny entries that could match and
+        the boot marker, then the rule."""
         k = self.keys
         p = self.keys.partition_of_sub(claims.sub)
-        entries = await self.store.client.mget(
+        entries = await self.store.reads.mget(
             k.deny_jti(p, claims.jti), k.deny_sid(p, claims.sid), k.cutoff(p, claims.sub), k.boot(p)
         )
         boot = int(entries[3]) if entries[3] is not None else await self.store.ensure_boot(p)

@@ -48,6 +48,35 @@ def claims_of(client: TestClient[Any, Any], token: str) -> AccessClaims:
     return result
 
 
+class TestBatchedChecks:
+    async def test_concurrent_checks_share_round_trips_and_keep_their_answers(
+        self, client: TestClient[Any, Any]
+    ) -> None:
+        """200 checks at once, half of them of revoked tokens: each gets its own answer, in few trips."""
+        revocations = client.app[state.REVOCATIONS]
+        users = [await login(client, f"batch{i}") for i in range(20)]
+        claims = [claims_of(client, u["access_token"]) for u in users]
+        for c in claims[::2]:
+            await revocations.revoke_jti(c.jti, c.exp, "test")
+        reads = client.app[state.STORE].reads
+        trips, before = reads.trips, reads.reads
+        answers = await asyncio.gather(*(revocations.is_denied(claims[i % 20]) for i in range(200)))
+        assert answers == [i % 2 == 0 for i in range(200)]
+        assert reads.reads - before == 200
+        assert reads.trips - trips < 20, "concurrent checks should leave together"
+
+    async def test_a_revocation_acknowledged_before_a_check_is_seen_by_it(
+        self, client: TestClient[Any, Any]
+    ) -> None:
+        revocations = client.app[state.REVOCATIONS]
+        c = claims_of(client, (await login(client, "rywb"))["access_token"])
+        for _ in range(20):
+            pending = [asyncio.ensure_future(revocations.is_denied(c)) for _ in range(10)]
+            assert not any(await asyncio.gather(*pending))
+        await revocations.revoke_jti(c.jti, c.exp, "test")
+        assert all(await asyncio.gather(*(revocations.is_denied(c) for _ in range(50))))
+
+
 class TestEntries:
     async def test_each_kind_matches_only_its_tokens(
         self, client: TestClient[Any, Any], redis_client: aioredis.Redis
