@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import keys as keymod
+from . import logs
 from .clients import hash_secret, new_secret
 from .config import Settings
 from .errors import ConfigError
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'secret_hash = "{hash_secret(secret)}"')
             return 0
         settings = _settings()
+        logs.configure(settings.log_level, settings.log_format)
         if args.command == "check":
             return check(settings)
         return serve(settings)

@@ -60,6 +60,8 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
     deny_mode: str = "strict"
+    log_format: str = "json"
+    metrics_interval: float = 30.0
 
     @property
     def embedded(self) -> bool:
@@ -107,6 +109,9 @@ class Settings:
             max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
             log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             deny_mode=env.get_choice("DENY_MODE", "STRICT", ("STRICT", "CACHED")).lower(),
+            # JSON for anything real (log collectors parse it); text for the embedded dev mode, read by people.
+            log_format=env.get_choice("LOG_FORMAT", "JSON" if redis_url else "TEXT", ("JSON", "TEXT")).lower(),
+            metrics_interval=env.get_float("METRICS_INTERVAL", d.metrics_interval, lo=1, hi=3600),
         )
         if not settings.issuer:
             settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")

@@ -18,8 +18,10 @@ from typing import Any
 
 import orjson
 
+from . import logs
 from .config import Settings
 from .errors import InvalidGrant, InvalidScope, NotFound, StoreUnavailable, UnauthorizedClient
+from .metrics import Metrics
 from .store import EVENTS_CHANNEL, Store, text
 from .tokens import (
     ID_RE,
@@ -121,11 +123,14 @@ def now_ms() -> int:
 class Sessions:
     """Domain operations on sessions, written against the Store."""
 
-    def __init__(self, store: Store, settings: Settings, tokens: AccessTokens) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, tokens: AccessTokens, *, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.tokens = tokens
         self.keys = store.keys
+        self.metrics = metrics or Metrics()
 
     def revocation_args(self, now: int) -> tuple[int, int, str]:
         """(deny until ms, event retention ms, channel) for scripts that may revoke."""
@@ -176,7 +181,9 @@ class Sessions:
         """Spend a refresh token for a new pair (RFC 6749 §6)."""
         token = RefreshToken.parse(raw)
         if token is None:
+            self._outcome("invalid")
             raise InvalidGrant()
+        logs.annotate(sid=token.sid)
         p = self.keys.partition_of_id(token.sid)
         now = now_ms()
         successor = new_secret()
@@ -209,16 +216,24 @@ class Sessions:
     ) -> TokenPair:
         status = int(result[0])
         if status == 0:
-            if text(result[1]) == "scope":
+            why = text(result[1])
+            self._outcome("expired" if why == "expired" else "invalid")
+            if why == "scope":
                 raise InvalidScope("the requested scope exceeds the granted scope")
             raise InvalidGrant()
         if status == -1:
+            self._outcome("reuse_detected")
             await self.store.confirm(p)
+            self._revoked("session", token.sid, "refresh_token_reuse", by="service (reuse detection)")
             raise InvalidGrant()
         if status == 3:
             if token.authentic(bytes(result[1])):
+                self._outcome("reuse_detected")
                 await self._end(p, token.sid, "key", [bytes(result[1])], "refresh_token_reuse")
+            else:
+                self._outcome("invalid")
             raise InvalidGrant()
+        self._outcome("rotated" if status == 1 else "grace")
         gen, tag_key, sealed = int(result[1]), bytes(result[2]), bytes(result[3])
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
         claims = orjson.loads(result[7]) if result[7] else None
@@ -233,6 +248,15 @@ class Sessions:
         return TokenPair(
             access, self.settings.access_ttl, str(refresh), max(left // 1000, 0), token.sid, scope or granted
         )
+
+    def _outcome(self, outcome: str) -> None:
+        self.metrics.refresh_outcome(outcome)
+        logs.annotate(outcome=outcome)
+
+    def _revoked(self, kind: str, ident: str, reason: str, count: int = 1, **fields: Any) -> None:
+        """Count and audit an acknowledged revocation (the scripts emit one event each)."""
+        self.metrics.revoked(kind, reason, count)
+        logs.audit_revocation(kind, ident, reason, **fields)
 
     async def _mint(
         self,
@@ -303,6 +327,10 @@ class Sessions:
         if ended is None:
             return None
         await self.store.confirm(p)
+        if reason == "refresh_token_reuse":
+            self._revoked("session", sid, reason, sub=text(ended), by="service (reuse detection)")
+        else:
+            self._revoked("session", sid, reason, sub=text(ended))
         return text(ended)
 
     async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
@@ -336,6 +364,10 @@ class Sessions:
             )
             if ended >= 0:
                 await self.store.confirm(p)
+                if keep_sid:  # each other session was ended (and announced) on its own
+                    self._revoked("session", sub, reason, ended, sessions_ended=ended, kept=keep_sid)
+                else:  # one user cut-off covers them all
+                    self._revoked("user", sub, reason, sessions_ended=ended)
                 return ended
         # Fifty logins in a row raced this logout: answer 503 so the caller retries.
         raise StoreUnavailable("the session list kept changing; retry")  # pragma: no cover

@@ -27,3 +27,4 @@ REVOKER = web.AppKey("revoker", Revoker)
 
 CLIENT = web.RequestKey("client", Client)
 CLAIMS = web.RequestKey("claims", AccessClaims)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -130,6 +130,10 @@ class Scripts:
         self.end_user_sessions: AsyncScript = client.register_script(load_script_source("end_user_sessions"))
         self.revoke: AsyncScript = client.register_script(load_script_source("revoke"))
 
+    def names(self) -> dict[str, str]:
+        """SHA1 -> script name, to label EVALSHA calls."""
+        return {getattr(self, name).sha: name for name in SCRIPT_NAMES}
+
 
 class Store:
     """The Redis client, its scripts and the write-acknowledgement policy."""

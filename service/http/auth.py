@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import state
+from .. import logs, state
 from ..clients import Client
 from ..errors import InvalidToken
 from ..tokens import AccessClaims
@@ -14,6 +14,7 @@ from .parsing import bearer
 def client(request: web.Request, scope: str) -> Client:
     """The authenticated client, which must hold ``scope``."""
     found = request.app[state.CLIENTS].authenticate(request.headers.get("Authorization"))
+    logs.set_caller("client", found.id)
     found.require(scope)
     request[state.CLIENT] = found
     return found
@@ -25,6 +26,7 @@ async def user(request: web.Request) -> AccessClaims:
     if token is None:
         raise InvalidToken("a Bearer access token is required")
     claims = request.app[state.TOKENS].verify(token)
+    logs.set_caller("user", claims.sub)
     if await request.app[state.REVOCATIONS].is_denied(claims):
         raise InvalidToken("the token has been revoked")
     request[state.CLAIMS] = claims

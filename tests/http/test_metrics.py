@@ -46,4 +46,4 @@ async def test_cached_mode_exports_listener_gauges(
     client: TestClient[Any, Any] = await aiohttp_client(app)
     text = await (await client.get("/metrics", headers=basic("prom", "prom-secret-0123456789abcdef"))).text()
     assert "tokenward_events_listener_healthy 1" in text
-    assert "tokenward_deny_cache_fallbacks 0" in text
+    assert "tokenward_deny_cache_fallbacks_total 0.0" in text, "a counter now, hence _total"
