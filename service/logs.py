@@ -54,9 +54,15 @@ def current() -> dict[str, Any] | None:
     return _context.get()
 
 
-def set_caller(kind: str, name: str) -> None:
-    """Record who is calling: ``client:<id>`` or ``user:<sub>`` (never a credential)."""
-    annotate(caller=f"{kind}:{name}")
+def set_caller(kind: str, name: str, *, unless_known: bool = False) -> None:
+    """Record who is calling: ``client:<id>`` or ``user:<sub>`` (never a credential).
+
+    ``unless_known``: keep an authenticated client already recorded (a refresh through a
+    confidential client names the client; a public one, the token's user).
+    """
+    ctx = _context.get()
+    if ctx is not None and not (unless_known and "caller" in ctx):
+        ctx["caller"] = f"{kind}:{name}"
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

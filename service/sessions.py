@@ -236,6 +236,7 @@ class Sessions:
         self._outcome("rotated" if status == 1 else "grace")
         gen, tag_key, sealed = int(result[1]), bytes(result[2]), bytes(result[3])
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
+        logs.set_caller("user", sub, unless_known=True)
         claims = orjson.loads(result[7]) if result[7] else None
         absolute = int(result[8])
         secret = successor if status == 1 else unseal(sealed, token.secret)

@@ -32,6 +32,9 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "TOKENWARD_KEYS_DIR"),
         ({"TOKENWARD_REDIS_URL": "redis://x", "TOKENWARD_KEYS_DIR": "/k"}, "TOKENWARD_CLIENTS_FILE"),
         ({"TOKENWARD_DENY_MODE": "cached"}, "TOKENWARD_DENY_MODE"),
+        ({"TOKENWARD_LOG_FORMAT": "yaml"}, "TOKENWARD_LOG_FORMAT"),
+        ({"TOKENWARD_METRICS_INTERVAL": "0"}, "TOKENWARD_METRICS_INTERVAL"),
+        ({"TOKENWARD_METRICS_INTERVAL": "soon"}, "TOKENWARD_METRICS_INTERVAL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -82,3 +85,11 @@ def test_redis_urls_parse_into_their_parts(url: str, kind: str, hosts: tuple[obj
 
     target = parse_redis_url(url)
     assert (target.kind, target.hosts) == (kind, hosts)
+
+
+def test_log_format_defaults_text_embedded_json_with_redis() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    real = {"TOKENWARD_REDIS_URL": "redis://r:6379/0", "TOKENWARD_KEYS_DIR": "/k", "TOKENWARD_CLIENTS_FILE": "/c"}
+    assert Settings.from_env(real).log_format == "json"
+    assert Settings.from_env({**real, "TOKENWARD_LOG_FORMAT": "text"}).log_format == "text"
+    assert Settings.from_env({"TOKENWARD_LOG_FORMAT": "JSON"}).log_format == "json"

@@ -7,7 +7,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from .. import state
+from .. import logs, state
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
 from . import parsing
@@ -34,6 +34,7 @@ def _optional_client_id(request: web.Request) -> str:
     if "Authorization" not in request.headers:
         return ""
     client = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+    logs.set_caller("client", client.id)
     return client.id
 
 
@@ -74,6 +75,7 @@ async def revoke(request: web.Request) -> web.Response:
     caller = None
     if "Authorization" in request.headers:
         caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
+        logs.set_caller("client", caller.id)
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
     await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
     return web.Response(status=200, headers=NO_STORE)
