@@ -41,7 +41,7 @@ async def test_refresh_outcomes_each_counted(make_client: AppFactory) -> None:
 async def test_reuse_and_expiry_outcomes(make_client: AppFactory) -> None:
     client = await make_client(refresh_grace=0, refresh_idle_ttl=1, refresh_max_ttl=1)
     s = await login(client, "pia")
-    _, r1 = await refresh(client, s["refresh_token"])
+    await refresh(client, s["refresh_token"])
     assert (await refresh(client, s["refresh_token"]))[0] == 400  # replay outside the window: theft
     late = await login(client, "pia")
     await asyncio.sleep(1.3)  # the session's idle and absolute TTL is 1 s
@@ -188,7 +188,7 @@ async def test_key_sample_is_bounded_and_estimates(redis_client: aioredis.Redis)
     exact = await sample_keys(redis_client, max_keys=100_000)
     assert exact.coverage == 1 and exact.counts["session"] == 6000 and exact.counts["deny_jti"] == 2000
     calls = 0
-    inner = redis_client.execute_command
+    inner: Any = redis_client.execute_command
 
     async def counting(*args: Any, **options: Any) -> Any:
         nonlocal calls
