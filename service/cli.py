@@ -58,20 +58,27 @@ def check(settings: Settings, *, quiet: bool = False) -> int:
 
     from .store import check_fitness, connect
 
+    def say(level: int, text: str) -> None:
+        # Under serve, a log line (JSON in production); as `tokenward check`, plain stderr for a person.
+        if quiet:
+            logging.getLogger("tokenward").log(level, text)
+        else:
+            print(f"tokenward: {text}", file=sys.stderr)
+
     async def run() -> int:
         try:
             store = await connect(settings, attempts=2)
         except (OSError, RedisError) as exc:
-            print(f"tokenward: cannot reach Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
+            say(logging.ERROR, f"cannot reach Redis ({type(exc).__name__}: {exc})")
             return 1
         try:
             fitness = await check_fitness(store)
         finally:
             await store.aclose()
         for warning in fitness.warnings:
-            print(f"tokenward: warning: {warning}", file=sys.stderr)
+            say(logging.WARNING, f"warning: {warning}")
         for error in fitness.errors:
-            print(f"tokenward: refusing this Redis: {error}", file=sys.stderr)
+            say(logging.ERROR, f"refusing this Redis: {error}")
         if not fitness.errors and not quiet:
             print(f"ok: {store.kind} store reachable and fit")
         return 1 if fitness.errors else 0
