@@ -61,6 +61,7 @@ class Settings:
     log_level: str = "INFO"
     deny_mode: str = "strict"
     log_format: str = "json"
+    access_log: str = "all"
     metrics_interval: float = 30.0
 
     @property
@@ -111,6 +112,7 @@ class Settings:
             deny_mode=env.get_choice("DENY_MODE", "STRICT", ("STRICT", "CACHED")).lower(),
             # JSON for anything real (log collectors parse it); text for the embedded dev mode, read by people.
             log_format=env.get_choice("LOG_FORMAT", "JSON" if redis_url else "TEXT", ("JSON", "TEXT")).lower(),
+            access_log=env.get_choice("ACCESS_LOG", "ALL", ("ALL", "ERRORS", "OFF")).lower(),
             metrics_interval=env.get_float("METRICS_INTERVAL", d.metrics_interval, lo=1, hi=3600),
         )
         if not settings.issuer:

@@ -3,10 +3,13 @@
 Every metric lives in the app's own ``CollectorRegistry`` (never the global one): tests
 build many apps in one process, and a registry per app keeps their counts apart.
 
-Hot-path cost is kept to a dict lookup plus the client's own increment: labelled children
-are cached per label tuple (``labels()`` would take a lock and build a tuple each time),
-and values that exist anyway (in-flight requests, listener state, cache sizes) are read
-at scrape time instead of being pushed.
+Hot-path cost. The two metrics touched on every request (request latency, Redis latency)
+are ``LoopHistogram`` collectors: plain integer bucket counts keyed by label tuple, written
+only from the event loop's thread, so they need none of the locks prometheus-client's
+``Histogram`` takes per increment (a bisect and two additions, about 0.5 us instead of
+about 4 us for a Counter plus a Histogram); prometheus-client still renders them.
+``tokenward_http_requests_total`` is derived from the same counts at scrape time. Values that
+exist anyway (in-flight requests, listener state, cache sizes) are read at scrape time too.
 
 Label values are always from closed sets: route templates (never raw paths), known
 methods, status codes, outcome/kind/cause names, Redis command names and script names,
@@ -19,14 +22,15 @@ never per scrape; see its docstring for how the cost is bounded.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from . import __version__
@@ -70,6 +74,45 @@ class _Callbacks(Collector):
             yield family
 
 
+class LoopHistogram(Collector):
+    """A labelled histogram for the event loop's thread only: no locks, rendered at scrape.
+
+    ``counts[key]`` holds per-bucket counts (not cumulative; the last slot is +Inf) and
+    the sum; ``total_name`` also exports the per-key totals as a counter.
+    """
+
+    def __init__(
+        self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...], total: str = ""
+    ) -> None:
+        self.name, self.help, self.labels, self.buckets = name, help_text, labels, buckets
+        self.total_name, self.total_help = total, ""
+        self.counts: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], seconds: float) -> None:
+        """Record one observation for the label values ``key``."""
+        row = self.counts.get(key)
+        if row is None:
+            row = self.counts[key] = [0.0] * (len(self.buckets) + 2)  # buckets, +Inf, sum
+        row[bisect.bisect_left(self.buckets, seconds)] += 1
+        row[-1] += seconds
+
+    def collect(self) -> Iterable[Metric]:
+        hist = HistogramMetricFamily(self.name, self.help, labels=self.labels)
+        total = CounterMetricFamily(self.total_name, self.total_help, labels=self.labels) if self.total_name else None
+        bounds = [*(repr(float(b)) for b in self.buckets), "+Inf"]
+        for key, row in list(self.counts.items()):
+            cumulative, running = [], 0.0
+            for bound, n in zip(bounds, row[:-1], strict=True):
+                running += n
+                cumulative.append((bound, running))
+            hist.add_metric(list(key), cumulative, row[-1])
+            if total is not None:
+                total.add_metric(list(key), running)
+        yield hist
+        if total is not None:
+            yield total
+
+
 class Metrics:
     """The app's registry and its metrics; see the README for what each one means."""
 
@@ -82,15 +125,13 @@ class Metrics:
         Gauge("tokenward_http_requests_in_flight", "Requests being handled now.", registry=r).set_function(
             lambda: self.in_flight
         )
-        self.requests = Counter(
-            "tokenward_http_requests", "Requests answered, by route template and status.",
-            ["method", "route", "status"], registry=r,
-        )  # fmt: skip
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "tokenward_http_request_duration_seconds",
             "Time from the request reaching the app to its answer, by route template and status.",
-            ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=r,
+            ("method", "route", "status"), HTTP_BUCKETS, total="tokenward_http_requests",
         )  # fmt: skip
+        self.latency.total_help = "Requests answered, by route template and status."
+        r.register(self.latency)
         self.refresh = Counter("tokenward_refresh", "Refresh-token grants by outcome.", ["outcome"], registry=r)
         self.revocations = Counter(
             "tokenward_revocations",
@@ -103,11 +144,12 @@ class Metrics:
         self.redis_errors = Counter(
             "tokenward_redis_errors", "Redis calls that failed, by exception class.", ["kind"], registry=r
         )
-        self.redis_latency = Histogram(
+        self.redis_latency = LoopHistogram(
             "tokenward_redis_command_duration_seconds",
             "Redis round trips by command (scripts by name), failures included.",
-            ["command"], buckets=REDIS_BUCKETS, registry=r,
+            ("command",), REDIS_BUCKETS,
         )  # fmt: skip
+        r.register(self.redis_latency)
         self.keys = Gauge(
             "tokenward_keys",
             "Sampled count of Redis keys by kind (session, user_index, deny_jti, deny_session, "
@@ -133,8 +175,7 @@ class Metrics:
             self.redis_errors.labels(kind)
         for kind in KEY_KINDS.values():
             self.keys.labels(kind)
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
-        self._redis_children: dict[str, Any] = {}
+        self._request_keys: dict[tuple[str, str, int], tuple[str, str, str]] = {}
         self._refresh_children = {o: self.refresh.labels(o) for o in REFRESH_OUTCOMES}
 
     def gauge(self, name: str, help_text: str, read: Callable[[], float]) -> None:
@@ -148,13 +189,10 @@ class Metrics:
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """Count one answer and its latency."""
         key = (method, route, status)
-        children = self._request_children.get(key)
-        if children is None:
-            m = method if method in METHODS else "other"
-            children = (self.requests.labels(m, route, str(status)), self.latency.labels(m, route, str(status)))
-            self._request_children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        labels = self._request_keys.get(key)
+        if labels is None:
+            labels = self._request_keys[key] = (method if method in METHODS else "other", route, str(status))
+        self.latency.observe(labels, seconds)
 
     def refresh_outcome(self, outcome: str) -> None:
         """Count one refresh grant by outcome (one of ``REFRESH_OUTCOMES``)."""
@@ -168,10 +206,7 @@ class Metrics:
 
     def redis_call(self, command: str, seconds: float, error: BaseException | None = None) -> None:
         """Record one Redis round trip (and its failure, if any)."""
-        child = self._redis_children.get(command)
-        if child is None:
-            child = self._redis_children[command] = self.redis_latency.labels(command)
-        child.observe(seconds)
+        self.redis_latency.observe((command,), seconds)
         if error is not None:
             self.redis_errors.labels(type(error).__name__).inc()
 

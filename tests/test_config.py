@@ -33,6 +33,7 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_REDIS_URL": "redis://x", "TOKENWARD_KEYS_DIR": "/k"}, "TOKENWARD_CLIENTS_FILE"),
         ({"TOKENWARD_DENY_MODE": "cached"}, "TOKENWARD_DENY_MODE"),
         ({"TOKENWARD_LOG_FORMAT": "yaml"}, "TOKENWARD_LOG_FORMAT"),
+        ({"TOKENWARD_ACCESS_LOG": "some"}, "TOKENWARD_ACCESS_LOG"),
         ({"TOKENWARD_METRICS_INTERVAL": "0"}, "TOKENWARD_METRICS_INTERVAL"),
         ({"TOKENWARD_METRICS_INTERVAL": "soon"}, "TOKENWARD_METRICS_INTERVAL"),
     ],

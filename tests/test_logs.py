@@ -55,13 +55,19 @@ def test_text_format_keeps_the_fields() -> None:
 def test_configure_replaces_root_handlers() -> None:
     root = logging.getLogger()
     saved, level = list(root.handlers), root.level
+    switches = {
+        name: getattr(logging, name) for name in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    }
     try:
         logs.configure("WARNING", "json")
         assert len(root.handlers) == 1 and isinstance(root.handlers[0].formatter, JsonFormatter)
         assert root.level == logging.WARNING
+        assert logging._srcfile is None and not logging.logThreads, "the per-record stack walk is off"
     finally:
         for h in list(root.handlers):
             root.removeHandler(h)
         for h in saved:
             root.addHandler(h)
         root.setLevel(level)
+        for name, saved_value in switches.items():
+            setattr(logging, name, saved_value)

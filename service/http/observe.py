@@ -8,6 +8,9 @@ The access line names the route template, never the raw path (a path or query ma
 anything a client puts there), the status, the duration, the caller (client id or token
 sub, set by ``auth``) and what the request's handlers added (a refresh's outcome, a sid).
 Probe and scrape routes log at DEBUG so INFO is not mostly kubelet and Prometheus.
+An access line costs about as much CPU as answering a constant route (logging's record
+plus one write), so ``TOKENWARD_ACCESS_LOG=errors`` keeps only answers >= 400 for
+high-volume forward-auth deployments, and ``off`` none; metrics count every request anyway.
 """
 
 from __future__ import annotations
@@ -64,7 +67,8 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         route = resource.canonical if resource is not None else "unmatched"
         metrics.observe_request(request.method, route, status, seconds)
         level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
-        if access_log.isEnabledFor(level):
+        mode = request.app[state.SETTINGS].access_log
+        if (mode == "all" or (mode == "errors" and status >= 400)) and access_log.isEnabledFor(level):
             ms = round(seconds * 1000, 3)
             fields = {"method": request.method, "route": route, "status": status, "duration_ms": ms}
             fields.update((k, v) for k, v in ctx.items() if k not in _CONTEXT_ONLY)

@@ -107,3 +107,13 @@ def _jti(access_token: str) -> str:
 
     jti: str = jwt.decode(access_token, options={"verify_signature": False})["jti"]
     return jti
+
+
+async def test_access_log_modes(make_client: Any) -> None:
+    for mode, expected in (("all", {201, 401}), ("errors", {401}), ("off", set())):
+        client: TestClient[Any, Any] = await make_client(access_log=mode)
+        with captured() as logs:
+            await login(client, "fay")
+            await client.get("/v1/me/sessions")
+        statuses = {x["status"] for x in logs.json() if x["logger"] == "tokenward.access"}
+        assert statuses == expected, mode
