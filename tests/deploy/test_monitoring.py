@@ -106,3 +106,12 @@ def test_dashboard_is_well_formed() -> None:
         assert p["datasource"]["uid"] == "${datasource}", p["title"]
         grid = p["gridPos"]
         assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, p["title"]
+
+
+def test_servicemonitor_scrapes_with_a_metrics_client() -> None:
+    (sm,) = [d for d in _rendered() if d["kind"] == "ServiceMonitor"]
+    (endpoint,) = sm["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics" and endpoint["port"] == "http"
+    assert endpoint["basicAuth"]["password"]["name"] == "tokenward-metrics-auth"
+    service = yaml.safe_load((ROOT / "k8s" / "base" / "workload" / "service.yaml").read_text())
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
