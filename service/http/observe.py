@@ -15,6 +15,7 @@ high-volume forward-auth deployments, and ``off`` none; metrics count every requ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -59,6 +60,10 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
         return response
     except web.HTTPException as exc:
         status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # The client or a shutdown abandoned the request: nginx's 499, not a 500 nobody sent.
+        status = 499
         raise
     finally:
         seconds = time.perf_counter() - start

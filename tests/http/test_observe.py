@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Any
 
-from aiohttp.test_utils import TestClient
+import jwt
+import pytest
+from aiohttp.test_utils import TestClient, make_mocked_request
 
+from service.http.observe import observe_middleware
 from tests.conftest import basic
 from tests.factories import bearer, login, refresh
 from tests.support.logcapture import captured
@@ -103,8 +107,6 @@ async def test_every_revocation_has_an_audit_line(make_client: Any) -> None:
 
 
 def _jti(access_token: str) -> str:
-    import jwt
-
     jti: str = jwt.decode(access_token, options={"verify_signature": False})["jti"]
     return jti
 
@@ -117,3 +119,19 @@ async def test_access_log_modes(make_client: Any) -> None:
             await client.get("/v1/me/sessions")
         statuses = {x["status"] for x in logs.json() if x["logger"] == "tokenward.access"}
         assert statuses == expected, mode
+
+
+async def test_abandoned_request_is_499_not_500(client: TestClient[Any, Any]) -> None:
+    app = client.server.app
+    assert app is not None
+    request = make_mocked_request("POST", "/oauth/token", app=app)
+
+    async def abandoned(_: Any) -> Any:
+        raise asyncio.CancelledError
+
+    with captured() as logs, pytest.raises(asyncio.CancelledError):
+        await observe_middleware(request, abandoned)
+    (line,) = [x for x in logs.json() if x["logger"] == "tokenward.access"]
+    assert line["status"] == 499
+    text = await (await client.get("/metrics", headers=basic("admin"))).text()
+    assert 'status="499"' in text and 'status="500"' not in text
