@@ -122,7 +122,7 @@ async def test_access_log_modes(make_client: Any) -> None:
 
 
 async def test_abandoned_request_is_499_not_500(client: TestClient[Any, Any]) -> None:
-    app = client.server.app
+    app = client.app
     assert app is not None
     request = make_mocked_request("POST", "/oauth/token", app=app)
 
