@@ -115,3 +115,17 @@ def test_servicemonitor_scrapes_with_a_metrics_client() -> None:
     assert endpoint["basicAuth"]["password"]["name"] == "tokenward-metrics-auth"
     service = yaml.safe_load((ROOT / "k8s" / "base" / "workload" / "service.yaml").read_text())
     assert [p["name"] for p in service["spec"]["ports"]] == ["http"]
+
+
+def test_alerts_fire_on_what_they_are_for() -> None:
+    """promtool's rule unit tests: synthetic series in, expected alerts (and silences) out."""
+    tests = RULES.with_name("tokenward-rules.test.yml")
+    proc = subprocess.run(
+        [_promtool(), "test", "rules", tests.name],
+        cwd=tests.parent,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr
