@@ -72,7 +72,10 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     listener = None
     if settings.deny_mode == "cached":
         assert settings.redis_url is not None  # Settings.validate guarantees it
-        listener = RevocationListener(settings.redis_url.value, DenyCache(), partitions=settings.partitions)
+        metrics.registry.register(metrics.subscriber_lag)
+        listener = RevocationListener(
+            settings.redis_url.value, DenyCache(), partitions=settings.partitions, on_apply=metrics.event_applied
+        )
         await listener.start()
         cached = CachedRevocations(store, settings, listener, metrics=metrics)
         app[state.REVOCATIONS] = cached
@@ -89,11 +92,6 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
             "tokenward_deny_cache_fallbacks",
             "Checks that fell back to Redis.",
             lambda: float(cached.fallbacks),
-        )
-        metrics.gauge(
-            "tokenward_events_subscriber_lag_seconds",
-            "Server write to cache apply, for the latest event the service's own subscriber applied.",
-            lambda: listener.lag,
         )
         metrics.counter(
             "tokenward_events_subscriber_reconnects", "Reconnects of the service's own events subscriber.",

@@ -34,12 +34,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from . import __version__
+from .sdk.events import Event
 
 log = logging.getLogger(__name__)
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 HTTP_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 REDIS_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -150,6 +152,12 @@ class Metrics:
             ("command",), REDIS_BUCKETS,
         )  # fmt: skip
         r.register(self.redis_latency)
+        # Registered by the app only in cached deny mode, where the service runs a subscriber.
+        self.subscriber_lag = LoopHistogram(
+            "tokenward_events_subscriber_lag_seconds",
+            "Server write to cache apply, per revocation event the service's own subscriber applied.",
+            (), LAG_BUCKETS,
+        )  # fmt: skip
         self.keys = Gauge(
             "tokenward_keys",
             "Sampled count of Redis keys by kind (session, user_index, deny_jti, deny_session, "
@@ -209,6 +217,14 @@ class Metrics:
         self.redis_latency.observe((command,), seconds)
         if error is not None:
             self.redis_errors.labels(type(error).__name__).inc()
+
+    def event_applied(self, event: Event) -> None:
+        """``RevocationListener.on_apply``: how late the subscriber applied an event.
+
+        A histogram, not a gauge of the last event: a catch-up after a reconnect applies old
+        events, and a gauge would keep reporting their age until the next revocation.
+        """
+        self.subscriber_lag.observe((), max(0.0, time.time() - event.at / 1000))
 
     def render(self) -> bytes:
         """The Prometheus text format (version 0.0.4)."""

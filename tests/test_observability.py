@@ -89,13 +89,14 @@ async def _live_metrics(service: ServiceProcess, http: aiohttp.ClientSession) ->
     )
     await http.post(service.url + "/oauth/revoke", data={"token": pair["access_token"]})
     deadline = time.monotonic() + 15
-    while True:  # the key sampler runs every second
+    while True:  # the key sampler runs every second; the subscriber applies the revocation soon
         async with http.get(service.url + "/metrics", headers=_basic("admin")) as resp:
             assert resp.status == 200
             text = await resp.text()
-        if value(text, "tokenward_keys_sampled_timestamp_seconds") > 0:
+        sampled = value(text, "tokenward_keys_sampled_timestamp_seconds") > 0
+        if sampled and "tokenward_events_subscriber_lag_seconds_count" in text:
             return text
-        assert time.monotonic() < deadline, "the key sampler never ran"
+        assert time.monotonic() < deadline, "no key sample or no event applied: " + text
         await asyncio.sleep(0.2)
 
 
