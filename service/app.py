@@ -14,11 +14,12 @@ from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
 from .http.cors import cors_middleware
-from .http.middlewares import error_middleware, metrics_middleware, query_credentials_middleware
+from .http.middlewares import error_middleware, query_credentials_middleware
+from .http.observe import echo_request_id, observe_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
-from .metrics import Metrics
+from .metrics import KeyspaceSampler, Metrics, instrument_redis
 from .ratelimit import RateLimiter
 from .revocation import Revocations, Revoker
 from .sdk import DenyCache, RevocationListener
@@ -49,8 +50,10 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     """The store. Redis away at start is not fatal: calls answer 503 until it answers."""
     settings = app[state.SETTINGS]
     store = open_store(settings)
+    metrics = app[state.METRICS]
+    instrument_redis(store.client, metrics, store.scripts.names())
     app[state.STORE] = store
-    app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS])
+    app[state.SESSIONS] = Sessions(store, settings, app[state.TOKENS], metrics=metrics)
     app[state.RATELIMITER] = RateLimiter(store)
     if store.kind == "embedded":
         log.warning(
@@ -69,19 +72,29 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.aclose()
 
 
+async def _key_sampler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Session and deny-entry counts for /metrics, sampled in the background (bounded SCAN)."""
+    sampler = KeyspaceSampler(app[state.STORE].client, app[state.METRICS], app[state.SETTINGS].metrics_interval)
+    sampler.start()
+    yield
+    await sampler.aclose()
+
+
 async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
     """The deny checks: strict (Redis per request) or cached (fed by the events listener)."""
-    settings, store = app[state.SETTINGS], app[state.STORE]
+    settings, store, metrics = app[state.SETTINGS], app[state.STORE], app[state.METRICS]
     listener = None
     if settings.deny_mode == "cached":
         assert settings.redis_url is not None  # Settings.validate guarantees it
-        listener = RevocationListener(settings.redis_url.value, DenyCache(), partitions=settings.partitions)
+        metrics.registry.register(metrics.subscriber_lag)
+        listener = RevocationListener(
+            settings.redis_url.value, DenyCache(), partitions=settings.partitions, on_apply=metrics.event_applied
+        )
         # With Redis away, start serving anyway: checks fall back to strict ones (503s)
         # until the listener has loaded the deny set.
         await listener.start(wait=10.0 if store.contacted else None)
-        cached = CachedRevocations(store, settings, listener)
+        cached = CachedRevocations(store, settings, listener, metrics=metrics)
         app[state.REVOCATIONS] = cached
-        metrics = app[state.METRICS]
         metrics.gauge(
             "tokenward_events_listener_healthy", "1 when the deny cache is current.", lambda: float(listener.healthy)
         )
@@ -91,13 +104,21 @@ async def _revocations_ctx(app: web.Application) -> AsyncIterator[None]:
             lambda: min(listener.staleness, 1e9),
         )
         metrics.gauge("tokenward_deny_cache_entries", "Entries in the deny cache.", lambda: float(len(listener.cache)))
-        metrics.gauge(
+        metrics.counter(
             "tokenward_deny_cache_fallbacks",
-            "Checks that fell back to Redis (counter).",
+            "Checks that fell back to Redis.",
             lambda: float(cached.fallbacks),
         )
+        metrics.counter(
+            "tokenward_events_subscriber_reconnects", "Reconnects of the service's own events subscriber.",
+            lambda: float(listener.reconnects),
+        )  # fmt: skip
+        metrics.counter(
+            "tokenward_events_subscriber_reloads", "Full deny-set reloads by the service's own events subscriber.",
+            lambda: float(listener.reloads),
+        )  # fmt: skip
     else:
-        app[state.REVOCATIONS] = Revocations(store, settings)
+        app[state.REVOCATIONS] = Revocations(store, settings, metrics=metrics)
     app[state.INTROSPECTOR] = Introspector(app[state.TOKENS], app[state.REVOCATIONS], app[state.SESSIONS])
     app[state.REVOKER] = Revoker(app[state.TOKENS], app[state.SESSIONS], app[state.REVOCATIONS])
     yield
@@ -111,9 +132,10 @@ def create_app(
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
     # CORS outside the error middleware, so error answers carry the CORS headers too.
     app = web.Application(
-        middlewares=[metrics_middleware, cors_middleware, error_middleware, query_credentials_middleware],
+        middlewares=[observe_middleware, cors_middleware, error_middleware, query_credentials_middleware],
         client_max_size=settings.max_body_bytes,
     )
+    app.on_response_prepare.append(echo_request_id)
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)
@@ -122,5 +144,6 @@ def create_app(
     app[state.CLIENTS] = clients or load_clients(settings)
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_revocations_ctx)
+    app.cleanup_ctx.append(_key_sampler_ctx)
     setup_routes(app)
     return app

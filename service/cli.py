@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from . import keys as keymod
+from . import logs
 from .clients import hash_secret, new_secret
 from .config import Settings
 from .errors import ConfigError
@@ -66,13 +67,20 @@ def check(settings: Settings, *, quiet: bool = False, unreachable_ok: bool = Fal
 
     from .store import check_fitness, connect
 
+    def say(level: int, text: str) -> None:
+        # Under serve, a log line (JSON in production); as `tokenward check`, plain stderr for a person.
+        if quiet:
+            logging.getLogger("tokenward").log(level, text)
+        else:
+            print(f"tokenward: {text}", file=sys.stderr)
+
     async def run() -> int:
         try:
             store = await connect(settings, attempts=2)
         except (OSError, RedisError) as exc:
-            print(f"tokenward: cannot reach Redis ({type(exc).__name__}: {exc})", file=sys.stderr)
+            say(logging.ERROR, f"cannot reach Redis ({type(exc).__name__}: {exc})")
             if unreachable_ok:
-                print("tokenward: starting anyway; calls answer 503 until Redis answers", file=sys.stderr)
+                say(logging.WARNING, "starting anyway; calls answer 503 until Redis answers")
                 return 0
             return 1
         try:
@@ -80,9 +88,9 @@ def check(settings: Settings, *, quiet: bool = False, unreachable_ok: bool = Fal
         finally:
             await store.aclose()
         for warning in fitness.warnings:
-            print(f"tokenward: warning: {warning}", file=sys.stderr)
+            say(logging.WARNING, f"warning: {warning}")
         for error in fitness.errors:
-            print(f"tokenward: refusing this Redis: {error}", file=sys.stderr)
+            say(logging.ERROR, f"refusing this Redis: {error}")
         if not fitness.errors and not quiet:
             print(f"ok: {store.kind} store reachable and fit")
         return 1 if fitness.errors else 0
@@ -167,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f'secret_hash = "{hash_secret(secret)}"')
             return 0
         settings = _settings()
+        logs.configure(settings.log_level, settings.log_format)
         if args.command == "check":
             return check(settings)
         return serve(settings)

@@ -95,6 +95,10 @@ class Settings:
     #: Development only: allow plain-http loopback origins.
     cookie_insecure_dev: bool = False
 
+    log_format: str = "json"
+    access_log: str = "all"
+    metrics_interval: float = 30.0
+
     @property
     def cookie_mode(self) -> bool:
         """True when browser sessions may keep their refresh token in a cookie."""
@@ -159,6 +163,10 @@ class Settings:
             cookie_origins=env.get_origins("COOKIE_ORIGINS"),
             cookie_samesite=env.get_choice("COOKIE_SAMESITE", "STRICT", ("STRICT", "LAX")).title(),
             cookie_insecure_dev=env.get_bool("COOKIE_INSECURE_DEV"),
+            # JSON for anything real (log collectors parse it); text for the embedded dev mode, read by people.
+            log_format=env.get_choice("LOG_FORMAT", "JSON" if redis_url else "TEXT", ("JSON", "TEXT")).lower(),
+            access_log=env.get_choice("ACCESS_LOG", "ALL", ("ALL", "ERRORS", "OFF")).lower(),
+            metrics_interval=env.get_float("METRICS_INTERVAL", d.metrics_interval, lo=1, hi=3600),
         )
         if not settings.issuer:
             settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")

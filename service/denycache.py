@@ -27,6 +27,7 @@ import time
 from typing import Any, Final
 
 from .config import Settings
+from .metrics import Metrics
 from .revocation import Revocations
 from .sdk import DenyCache, RevocationListener
 from .store import Store
@@ -66,8 +67,10 @@ class _CounterReads:
 class CachedRevocations(Revocations):
     """``Revocations`` whose deny check is answered from the events-fed cache when it is fresh."""
 
-    def __init__(self, store: Store, settings: Settings, listener: RevocationListener) -> None:
-        super().__init__(store, settings)
+    def __init__(
+        self, store: Store, settings: Settings, listener: RevocationListener, *, metrics: Metrics | None = None
+    ) -> None:
+        super().__init__(store, settings, metrics=metrics)
         self.listener = listener
         self.cache: DenyCache = listener.cache
         self._reads = [

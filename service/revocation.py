@@ -25,8 +25,10 @@ from typing import Any
 
 import jwt
 
+from . import logs
 from .config import Settings
 from .errors import InvalidRequest, InvalidToken, NotFound, UnauthorizedClient, UnsupportedTokenType
+from .metrics import Metrics
 from .sessions import Sessions
 from .store import EVENTS_CHANNEL, Store
 from .tokens import ACCESS_TOKEN_TYPE, ID_RE, MAX_TOKEN_BYTES, AccessClaims, AccessTokens, RefreshToken
@@ -42,10 +44,11 @@ def denied(jti_entry: Any, sid_entry: Any, cutoff_entry: Any, iat: int, boot: in
 class Revocations:
     """Checks and writes deny entries."""
 
-    def __init__(self, store: Store, settings: Settings) -> None:
+    def __init__(self, store: Store, settings: Settings, *, metrics: Metrics | None = None) -> None:
         self.store = store
         self.settings = settings
         self.keys = store.keys
+        self.metrics = metrics or Metrics()
 
     async def is_denied(self, claims: AccessClaims) -> bool:
         """One read (batched with concurrent checks): the three deny entries that could match and
@@ -82,6 +85,9 @@ class Revocations:
         )
         if seq:
             await self.store.confirm(p)
+            audit_kind = "jti" if kind == "jti" else "session"
+            self.metrics.revoked(audit_kind, reason)
+            logs.audit_revocation(audit_kind, ident, reason)
         return seq
 
 

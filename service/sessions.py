@@ -13,16 +13,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from . import logs
 from .anomalies import SIGNALS_CHANNEL, UNKNOWN_ORIGIN, RefreshOrigin, network_of, parse_reasons
 from .config import Settings
 from .errors import InvalidGrant, InvalidScope, NotFound, StoreUnavailable, UnauthorizedClient
+from .metrics import Metrics
 from .store import EVENTS_CHANNEL, Store, text
 from .tokens import (
     ID_RE,
@@ -135,13 +136,14 @@ def now_ms() -> int:
 class Sessions:
     """Domain operations on sessions, written against the Store."""
 
-    def __init__(self, store: Store, settings: Settings, tokens: AccessTokens) -> None:
+    def __init__(
+        self, store: Store, settings: Settings, tokens: AccessTokens, *, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.settings = settings
         self.tokens = tokens
         self.keys = store.keys
-        # Refresh anomalies seen by this process, by reason (exported as metrics).
-        self.anomalies: Counter[str] = Counter()
+        self.metrics = metrics or Metrics()
 
     def revocation_args(self, now: int) -> tuple[int, int, str]:
         """(deny until ms, event retention ms, channel) for scripts that may revoke."""
@@ -203,7 +205,9 @@ class Sessions:
         """
         token = RefreshToken.parse(raw)
         if token is None:
+            self._outcome("invalid")
             raise InvalidGrant()
+        logs.annotate(sid=token.sid)
         p = self.keys.partition_of_id(token.sid)
         now = now_ms()
         successor = new_secret()
@@ -243,34 +247,41 @@ class Sessions:
     ) -> TokenPair:
         status = int(result[0])
         if status == 0:
-            if text(result[1]) == "scope":
+            why = text(result[1])
+            self._outcome("expired" if why == "expired" else "invalid")
+            if why == "scope":
                 raise InvalidScope("the requested scope exceeds the granted scope")
             raise InvalidGrant()
         if status == -1:
+            self._outcome("reuse_detected")
             await self.store.confirm(p)
+            self._revoked("session", token.sid, "refresh_token_reuse", by="service (reuse detection)")
             raise InvalidGrant()
         if status == -2:
             reasons = parse_reasons(text(result[1]))
-            self.anomalies.update(reasons)
+            self._outcome("anomaly_revoked")
+            self.metrics.refresh_anomaly(reasons, "revoke")
             await self.store.confirm(p)
-            audit.warning(
-                "session %s revoked on a refresh anomaly: %s",
-                token.sid,
-                ",".join(reasons),
-                extra={"sid": token.sid, "reasons": list(reasons), "action": "revoke"},
+            self._revoked(
+                "session", token.sid, "refresh_anomaly", by="service (refresh anomaly policy)", anomalies=list(reasons)
             )
             raise InvalidGrant()
         if status == 3:
             if token.authentic(bytes(result[1])):
+                self._outcome("reuse_detected")
                 await self._end(p, token.sid, "key", [bytes(result[1])], "refresh_token_reuse")
+            else:
+                self._outcome("invalid")
             raise InvalidGrant()
+        self._outcome("rotated" if status == 1 else "grace")
         gen, tag_key, sealed = int(result[1]), bytes(result[2]), bytes(result[3])
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
+        logs.set_caller("user", sub, unless_known=True)
         claims = orjson.loads(result[7]) if result[7] else None
         absolute = int(result[8])
         reasons = parse_reasons(text(result[10]))
         if reasons:
-            self.anomalies.update(reasons)
+            self.metrics.refresh_anomaly(reasons, "flag")
             audit.warning(
                 "refresh of session %s flagged: %s",
                 token.sid,
@@ -287,6 +298,15 @@ class Sessions:
         return TokenPair(
             access, self.settings.access_ttl, str(refresh), max(left // 1000, 0), token.sid, scope or granted
         )
+
+    def _outcome(self, outcome: str) -> None:
+        self.metrics.refresh_outcome(outcome)
+        logs.annotate(outcome=outcome)
+
+    def _revoked(self, kind: str, ident: str, reason: str, count: int = 1, **fields: Any) -> None:
+        """Count and audit an acknowledged revocation (the scripts emit one event each)."""
+        self.metrics.revoked(kind, reason, count)
+        logs.audit_revocation(kind, ident, reason, **fields)
 
     async def _mint(
         self,
@@ -357,6 +377,10 @@ class Sessions:
         if ended is None:
             return None
         await self.store.confirm(p)
+        if reason == "refresh_token_reuse":
+            self._revoked("session", sid, reason, sub=text(ended), by="service (reuse detection)")
+        else:
+            self._revoked("session", sid, reason, sub=text(ended))
         return text(ended)
 
     async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
@@ -390,6 +414,10 @@ class Sessions:
             )
             if ended >= 0:
                 await self.store.confirm(p)
+                if keep_sid:  # each other session was ended (and announced) on its own
+                    self._revoked("session", sub, reason, ended, sessions_ended=ended, kept=keep_sid)
+                else:  # one user cut-off covers them all
+                    self._revoked("user", sub, reason, sessions_ended=ended)
                 return ended
         # Fifty logins in a row raced this logout: answer 503 so the caller retries.
         raise StoreUnavailable("the session list kept changing; retry")  # pragma: no cover

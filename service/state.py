@@ -29,3 +29,4 @@ RATELIMITER = web.AppKey("ratelimiter", RateLimiter)
 
 CLIENT = web.RequestKey("client", Client)
 CLAIMS = web.RequestKey("claims", AccessClaims)
+REQUEST_ID = web.RequestKey("request_id", str)

@@ -173,6 +173,10 @@ class Scripts:
         self.revoke: AsyncScript = client.register_script(load_script_source("revoke"))
         self.ratelimit: AsyncScript = client.register_script(load_script_source("ratelimit"))
 
+    def names(self) -> dict[str, str]:
+        """SHA1 -> script name, to label EVALSHA calls."""
+        return {getattr(self, name).sha: name for name in SCRIPT_NAMES}
+
 
 class BatchedReads:
     """Concurrent MGETs leave together: one pipeline per event-loop turn (auto-pipelining).
@@ -227,6 +231,10 @@ class BatchedReads:
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # its request was cancelled meanwhile
                 future.set_result(result)
+
+    def names(self) -> dict[str, str]:
+        """SHA1 -> script name, to label EVALSHA calls."""
+        return {getattr(self, name).sha: name for name in SCRIPT_NAMES}
 
 
 class Store:

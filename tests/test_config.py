@@ -64,6 +64,10 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_COOKIE_INSECURE_DEV": "1"}, "TOKENWARD_COOKIE_ORIGINS"),
         ({"TOKENWARD_COOKIE_INSECURE_DEV": "maybe"}, "TOKENWARD_COOKIE_INSECURE_DEV"),
         ({"TOKENWARD_COOKIE_SAMESITE": "None"}, "TOKENWARD_COOKIE_SAMESITE"),
+        ({"TOKENWARD_LOG_FORMAT": "yaml"}, "TOKENWARD_LOG_FORMAT"),
+        ({"TOKENWARD_ACCESS_LOG": "some"}, "TOKENWARD_ACCESS_LOG"),
+        ({"TOKENWARD_METRICS_INTERVAL": "0"}, "TOKENWARD_METRICS_INTERVAL"),
+        ({"TOKENWARD_METRICS_INTERVAL": "soon"}, "TOKENWARD_METRICS_INTERVAL"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
@@ -196,3 +200,9 @@ def test_rate_limit_settings() -> None:
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]
     d = Settings.from_env({})
     assert d.ratelimit and d.trusted_proxies == () and d.ratelimit_family.enabled
+def test_log_format_defaults_text_embedded_json_with_redis() -> None:
+    assert Settings.from_env({}).log_format == "text"
+    real = {"TOKENWARD_REDIS_URL": "redis://r:6379/0", "TOKENWARD_KEYS_DIR": "/k", "TOKENWARD_CLIENTS_FILE": "/c"}
+    assert Settings.from_env(real).log_format == "json"
+    assert Settings.from_env({**real, "TOKENWARD_LOG_FORMAT": "text"}).log_format == "text"
+    assert Settings.from_env({"TOKENWARD_LOG_FORMAT": "JSON"}).log_format == "json"

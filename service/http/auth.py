@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .. import state
+from .. import logs, state
 from ..clients import Client
 from ..errors import ClientAuthError, InvalidRequest, InvalidToken
 from ..tokens import AccessClaims
@@ -22,6 +22,7 @@ def _authorization(request: web.Request) -> str | None:
 def client(request: web.Request, scope: str) -> Client:
     """The authenticated client, which must hold ``scope``."""
     found = request.app[state.CLIENTS].authenticate(_authorization(request))
+    logs.set_caller("client", found.id)
     found.require(scope)
     request[state.CLIENT] = found
     return found
@@ -37,9 +38,11 @@ def attempt(request: web.Request) -> tuple[Client | None, ClientAuthError | None
     if header is None:
         return None, None
     try:
-        return request.app[state.CLIENTS].authenticate(header), None
+        found = request.app[state.CLIENTS].authenticate(header)
     except ClientAuthError as exc:
         return None, exc
+    logs.set_caller("client", found.id)
+    return found, None
 
 
 async def user(request: web.Request) -> AccessClaims:
@@ -48,6 +51,7 @@ async def user(request: web.Request) -> AccessClaims:
     if token is None:
         raise InvalidToken("a Bearer access token is required")
     claims = request.app[state.TOKENS].verify(token)
+    logs.set_caller("user", claims.sub)
     if await request.app[state.REVOCATIONS].is_denied(claims):
         raise InvalidToken("the token has been revoked")
     request[state.CLAIMS] = claims

@@ -14,7 +14,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from .. import state
+from .. import logs, state
 from ..errors import ClientAuthError, InsufficientScope, InvalidRequest, InvalidToken
 from . import auth, limits, parsing
 
@@ -49,6 +49,7 @@ async def authz(request: web.Request) -> web.Response:
         claims = await request.app[state.INTROSPECTOR].access(token)
     except InvalidToken:
         return _deny(401, 'Bearer realm="tokenward", error="invalid_token"')
+    logs.set_caller("user", claims.sub)
     required = parsing.scope(request.query["scope"]) if request.query.get("scope") else ""
     if required:
         granted = set(claims.scope.split())

@@ -8,6 +8,7 @@ import orjson
 from aiohttp import web
 
 from .. import state
+from ..metrics import CONTENT_TYPE
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -48,7 +49,5 @@ async def metrics(request: web.Request) -> web.Response:
     auth.client(request, "metrics")
     return web.Response(
         body=request.app[state.METRICS].render(),
-        content_type="text/plain",
-        charset="utf-8",
-        headers={"Cache-Control": "no-store"},
+        headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},
     )

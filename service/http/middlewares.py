@@ -16,7 +16,7 @@ import orjson
 import redis.exceptions
 from aiohttp import web
 
-from .. import errors, state
+from .. import errors
 
 log = logging.getLogger("tokenward.http")
 
@@ -93,26 +93,6 @@ def error_response(request: web.Request, shape: ErrorShape, detail: str) -> web.
         }
         content_type = "application/problem+json"
     return web.Response(status=shape.status, body=orjson.dumps(body), content_type=content_type, headers=headers)
-
-
-@web.middleware
-async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Count answers by route template (never the raw path: sids would explode the label set)."""
-    metrics = request.app[state.METRICS]
-    metrics.in_flight += 1
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        metrics.in_flight -= 1
-        info = request.match_info.route.resource
-        route = info.canonical if info is not None else "unmatched"
-        metrics.requests[(request.method, route, status)] += 1
 
 
 @web.middleware

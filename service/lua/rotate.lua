@@ -16,7 +16,7 @@
 --                     (reasons: anomalies flagged, comma-separated, '' when none)
 --   {3, tag key}      an older generation: the caller checks the token's tag (an HMAC under
 --                     the tag key) and, if authentic, ends the session with end_session 'key'
---   {0, 'invalid' | 'scope'}                                                   refused, nothing touched
+--   {0, 'invalid' | 'expired' | 'scope'}                                       refused, nothing touched
 --   {-1, 'reused'}                                                             family revoked
 --   {-2, reasons}     an anomaly under the revoke policy: session ended, tokens denied
 -- Authenticity: the current and the previous secret are known by hash; older generations
@@ -31,13 +31,14 @@ local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x',
   'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip')
 if not f[1] then
-  return {0, 'invalid'}
+  -- Gone: expired (idle or absolute TTL) or ended; once the key is gone Redis cannot tell which.
+  return {0, 'expired'}
 end
 local g = tonumber(f[1])
 local pg = tonumber(ARGV[2])
 local absolute = tonumber(f[8])
 if now >= absolute then
-  return {0, 'invalid'}
+  return {0, 'expired'}
 end
 if ARGV[9] ~= '' and ARGV[9] ~= f[11] then
   return {0, 'invalid'}

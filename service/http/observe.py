@@ -1,0 +1,88 @@
+"""Per-request observation: request id, access log line, metrics; one middleware, outermost.
+
+The request id is the caller's ``X-Request-Id`` when it is well formed (1-64 letters,
+digits, ``-`` or ``_``: no ``.``, so neither an access token nor a refresh token can pass
+as one and end up in the logs), else 16 random hex digits; every answer echoes it.
+
+The access line names the route template, never the raw path (a path or query may carry
+anything a client puts there), the status, the duration, the caller (client id or token
+sub, set by ``auth``) and what the request's handlers added (a refresh's outcome, a sid).
+Probe and scrape routes log at DEBUG so INFO is not mostly kubelet and Prometheus.
+An access line costs about as much CPU as answering a constant route (logging's record
+plus one write), so ``TOKENWARD_ACCESS_LOG=errors`` keeps only answers >= 400 for
+high-volume forward-auth deployments, and ``off`` none; metrics count every request anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from aiohttp import web
+
+from .. import logs, state
+
+access_log = logging.getLogger("tokenward.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
+QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+_CONTEXT_ONLY: Final = frozenset({"request_id", "caller"})
+
+
+def request_id(request: web.Request) -> str:
+    """The caller's well-formed X-Request-Id, or a new random one."""
+    incoming = request.headers.get("X-Request-Id")
+    if incoming is not None and REQUEST_ID_RE.fullmatch(incoming):
+        return incoming
+    return os.urandom(8).hex()
+
+
+@web.middleware
+async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Open the request's log context, then count, time and log its answer."""
+    metrics = request.app[state.METRICS]
+    start = time.perf_counter()
+    rid = request_id(request)
+    request[state.REQUEST_ID] = rid
+    ctx, token = logs.begin_request(rid)
+    metrics.in_flight += 1
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except asyncio.CancelledError:
+        # The client or a shutdown abandoned the request: nginx's 499, not a 500 nobody sent.
+        status = 499
+        raise
+    finally:
+        seconds = time.perf_counter() - start
+        metrics.in_flight -= 1
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        metrics.observe_request(request.method, route, status, seconds)
+        level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+        mode = request.app[state.SETTINGS].access_log
+        if (mode == "all" or (mode == "errors" and status >= 400)) and access_log.isEnabledFor(level):
+            ms = round(seconds * 1000, 3)
+            fields = {"method": request.method, "route": route, "status": status, "duration_ms": ms}
+            fields.update((k, v) for k, v in ctx.items() if k not in _CONTEXT_ONLY)
+            access_log.log(level, "request", extra={"fields": fields})
+        logs.end_request(token)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer (streams and aiohttp's own errors too) carries the id."""
+    rid = request.get(state.REQUEST_ID)
+    if rid is not None:
+        response.headers["X-Request-Id"] = rid
