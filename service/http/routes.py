@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import events, gateway, health, oauth, sessions
+from . import events, gateway, health, oauth, sessions, static
 
 
 def setup_routes(app: web.Application) -> None:
@@ -15,6 +15,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/readyz", health.readyz),
             web.get("/metrics", health.metrics),
             web.get("/.well-known/jwks.json", oauth.jwks),
+            web.get("/client/tokenward.js", static.client_js),
             web.post("/oauth/token", oauth.token),
             web.post("/oauth/revoke", oauth.revoke),
             web.post("/oauth/introspect", gateway.introspect),
