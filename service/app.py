@@ -11,6 +11,7 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
+from .http.cors import cors_middleware
 from .http.middlewares import error_middleware, metrics_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
@@ -93,7 +94,10 @@ def create_app(
     settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
-    app = web.Application(middlewares=[metrics_middleware, error_middleware], client_max_size=settings.max_body_bytes)
+    # CORS outside the error middleware, so error answers carry the CORS headers too.
+    app = web.Application(
+        middlewares=[metrics_middleware, cors_middleware, error_middleware], client_max_size=settings.max_body_bytes
+    )
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .sdk.connections import Target as RedisTarget
@@ -60,6 +61,16 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     log_level: str = "INFO"
     deny_mode: str = "strict"
+    #: Browser origins allowed to use cookie mode (and CORS); empty = cookie mode off.
+    cookie_origins: tuple[str, ...] = ()
+    cookie_samesite: str = "Strict"
+    #: Development only: allow plain-http loopback origins.
+    cookie_insecure_dev: bool = False
+
+    @property
+    def cookie_mode(self) -> bool:
+        """True when browser sessions may keep their refresh token in a cookie."""
+        return bool(self.cookie_origins)
 
     @property
     def embedded(self) -> bool:
@@ -107,6 +118,9 @@ class Settings:
             max_body_bytes=env.get_int("MAX_BODY_BYTES", d.max_body_bytes, lo=1024, hi=1 << 20),
             log_level=env.get_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             deny_mode=env.get_choice("DENY_MODE", "STRICT", ("STRICT", "CACHED")).lower(),
+            cookie_origins=env.get_origins("COOKIE_ORIGINS"),
+            cookie_samesite=env.get_choice("COOKIE_SAMESITE", "STRICT", ("STRICT", "LAX")).title(),
+            cookie_insecure_dev=env.get_bool("COOKIE_INSECURE_DEV"),
         )
         if not settings.issuer:
             settings = replace(settings, issuer=f"http://{settings.host}:{settings.port}")
@@ -146,6 +160,33 @@ class Settings:
             raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
         if not self.embedded and self.clients_file is None:
             raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
+        self._validate_cookie_mode()
+
+    def _validate_cookie_mode(self) -> None:
+        # A refresh-token cookie over plain http is readable by anyone on the path, so
+        # http is allowed only where the path is the loopback interface, and only on request.
+        if self.cookie_insecure_dev and not self.cookie_mode:
+            raise ConfigError(f"{PREFIX}COOKIE_INSECURE_DEV=1 needs {PREFIX}COOKIE_ORIGINS")
+        if self.cookie_insecure_dev and not _is_loopback(self.host):
+            raise ConfigError(
+                f"{PREFIX}COOKIE_INSECURE_DEV=1 is for development on loopback, but "
+                f"{PREFIX}HOST={self.host!r} is not a loopback address"
+            )
+        for origin in self.cookie_origins:
+            parts = urlsplit(origin)
+            scheme, host = parts.scheme, parts.hostname or ""
+            if self.cookie_insecure_dev and not _is_loopback(host):
+                raise ConfigError(
+                    f"{PREFIX}COOKIE_ORIGINS: {origin} is not a loopback origin, and "
+                    f"{PREFIX}COOKIE_INSECURE_DEV=1 allows only loopback origins"
+                )
+            if scheme == "http" and not self.cookie_insecure_dev:
+                hint = (
+                    f" (for development on loopback set {PREFIX}COOKIE_INSECURE_DEV=1)"
+                    if _is_loopback(host)
+                    else ""
+                )
+                raise ConfigError(f"{PREFIX}COOKIE_ORIGINS: {origin} must be https{hint}")
 
 
 def parse_redis_url(url: str) -> RedisTarget:
@@ -159,6 +200,24 @@ def parse_redis_url(url: str) -> RedisTarget:
         return parse_url(url)
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}REDIS_URL: {exc}") from None
+
+
+def parse_origin(raw: str) -> str:
+    """An origin (``scheme://host[:port]``) in the form browsers send in ``Origin``; ValueError if not one."""
+    try:
+        parts = urlsplit(raw)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{raw!r} is not an origin") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{raw!r} is not an origin: it needs http:// or https:// and a host")
+    if parts.path or parts.query or parts.fragment or parts.username is not None or parts.password is not None:
+        raise ValueError(f"{raw!r} is not an origin: no path, query or credentials (e.g. https://app.example.com)")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    default = 443 if parts.scheme == "https" else 80
+    return f"{parts.scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def _is_loopback(host: str) -> bool:
@@ -211,6 +270,22 @@ class _Env:
         if value not in choices:
             raise ConfigError(f"{PREFIX}{name}={value!r} must be one of {', '.join(choices)}")
         return value
+
+    def get_bool(self, name: str) -> bool:
+        value = self.get_str(name, "0").lower()
+        if value not in ("0", "1", "true", "false", "yes", "no"):
+            raise ConfigError(f"{PREFIX}{name}={value!r} must be 1 or 0")
+        return value in ("1", "true", "yes")
+
+    def get_origins(self, name: str) -> tuple[str, ...]:
+        out: list[str] = []
+        for raw in self.get_str(name, "").split(","):
+            if raw.strip():
+                try:
+                    out.append(parse_origin(raw.strip()))
+                except ValueError as exc:
+                    raise ConfigError(f"{PREFIX}{name}: {exc}") from None
+        return tuple(dict.fromkeys(out))
 
     def get_path(self, name: str) -> Path | None:
         raw = self._raw(name)

@@ -10,6 +10,7 @@ TokenwardError
 ├── InvalidScope              asked for more than was granted (400)
 ├── ClientAuthError           no or wrong client credentials (401, Basic challenge)
 ├── InsufficientScope         authenticated, but not allowed (403)
+├── CsrfRefused               cookie call without the CSRF header or an allowed Origin (403)
 ├── InvalidToken              bad or revoked access token (401, Bearer challenge)
 ├── NotFound                  (404)
 └── StoreUnavailable          Redis unreachable or not acknowledging (503)
@@ -71,6 +72,10 @@ class InsufficientScope(TokenwardError):
     def __init__(self, scope: str) -> None:
         super().__init__(f"this call needs scope {scope!r}")
         self.scope = scope
+
+
+class CsrfRefused(TokenwardError):
+    """A cookie-authenticated call lacks the CSRF header or comes from an origin not on the allow-list."""
 
 
 class InvalidToken(TokenwardError):

@@ -40,6 +40,7 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
     (errors.UnauthorizedClient, ErrorShape(400, "unauthorized_client")),
     (errors.ClientAuthError, ErrorShape(401, "invalid_client", 'Basic realm="tokenward", charset="UTF-8"')),
     (errors.InsufficientScope, ErrorShape(403, "insufficient_scope")),
+    (errors.CsrfRefused, ErrorShape(403, "access_denied")),
     (errors.InvalidToken, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward", error="invalid_token"')),
     (errors.NotFound, ErrorShape(404, "not_found")),
     (errors.CursorExpired, ErrorShape(410, "reset")),

@@ -8,9 +8,9 @@ import orjson
 from aiohttp import web
 
 from .. import state
-from ..errors import InvalidRequest, UnsupportedGrantType
+from ..errors import InvalidGrant, InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
-from . import parsing
+from . import cookies, parsing
 
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
@@ -38,7 +38,7 @@ def _optional_client_id(request: web.Request) -> str:
 
 
 async def token(request: web.Request) -> web.Response:
-    """POST /oauth/token: grant_type=refresh_token."""
+    """POST /oauth/token: grant_type=refresh_token, the token from the form or (cookie mode) the cookie."""
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
     grant = data.get("grant_type")
@@ -48,12 +48,17 @@ async def token(request: web.Request) -> web.Response:
         raise UnsupportedGrantType(f"grant_type {grant!r} is not supported; use refresh_token")
     if "client_secret" in data or ("client_id" in data and "Authorization" in request.headers):
         raise InvalidRequest("use one client authentication method, HTTP Basic")
-    refresh = data.get("refresh_token")
+    from_cookie = cookies.cookie_token(request, settings, data, "refresh_token")
+    if from_cookie == "":
+        raise InvalidGrant("no session cookie: sign in again")
+    refresh = from_cookie or data.get("refresh_token")
     if refresh is None:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
     client_id = _optional_client_id(request)
     pair = await request.app[state.SESSIONS].refresh(refresh, client_id=client_id, scope=scope)
+    if from_cookie:
+        return cookies.refresh_response(pair, settings)
     return token_response(pair)
 
 
@@ -63,19 +68,24 @@ async def revoke(request: web.Request) -> web.Response:
     Who may revoke: whoever holds the token (presenting it is the proof; public clients
     have nothing else), or a client authenticated with scope ``revoke``. A client that
     authenticates without that scope may revoke only tokens issued through it. Invalid,
-    unknown and expired tokens answer 200 (§2.2).
+    unknown and expired tokens answer 200 (§2.2). In cookie mode, a form without ``token``
+    revokes the cookie's session and deletes the cookie.
     """
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
-    raw = data.get("token")
-    if raw is None:
+    from_cookie = cookies.cookie_token(request, settings, data, "token")
+    raw = from_cookie or data.get("token")
+    if raw is None and from_cookie is None:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
     caller = None
     if "Authorization" in request.headers:
         caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
-    await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
+    if raw:
+        await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
+    if from_cookie is not None:
+        return cookies.logout_response(settings)
     return web.Response(status=200, headers=NO_STORE)
 
 

@@ -13,7 +13,7 @@ from .. import state
 from ..errors import InvalidRequest
 from ..sessions import Device
 from ..tokens import RESERVED_CLAIMS
-from . import auth, parsing
+from . import auth, cookies, parsing
 from .oauth import token_response
 
 MAX_CLAIMS_BYTES = 2048
@@ -66,8 +66,14 @@ def _device(data: dict[str, Any]) -> Device:
 async def create(request: web.Request) -> web.Response:
     """POST /v1/sessions (scope sessions:write): log a user in."""
     client = auth.client(request, "sessions:write")
-    data = await parsing.json_object(request, request.app[state.SETTINGS].max_body_bytes)
+    settings = request.app[state.SETTINGS]
+    data = await parsing.json_object(request, settings.max_body_bytes)
     sub = _sub(parsing.string(data, "sub", required=True, max_len=255))
+    delivery = parsing.string(data, "delivery", max_len=16) or "body"
+    if delivery not in ("body", "cookie"):
+        raise InvalidRequest("delivery must be body or cookie")
+    if delivery == "cookie" and not settings.cookie_mode:
+        raise InvalidRequest("cookie delivery is off on this server (TOKENWARD_COOKIE_ORIGINS is not set)")
     raw_scope = parsing.string(data, "scope", max_len=1024)
     pair = await request.app[state.SESSIONS].create(
         sub=sub,
@@ -77,6 +83,8 @@ async def create(request: web.Request) -> web.Response:
         remember_me=parsing.boolean(data, "remember_me"),
         device=_device(data),
     )
+    if delivery == "cookie":
+        return cookies.login_response(pair, settings)
     return token_response(pair, status=201)
 
 
