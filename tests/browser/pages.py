@@ -85,15 +85,17 @@ async def revocation_reasons(stack: Stack, since: float) -> list[str]:
 
 async def token_refreshes(http: aiohttp.ClientSession, stack: Stack) -> dict[int, int]:
     """Tokenward's own count of POST /oauth/token answers, by status."""
+    return await answered(http, stack, "POST", "/oauth/token")
+
+
+async def answered(http: aiohttp.ClientSession, stack: Stack, method: str, route: str) -> dict[int, int]:
+    """Tokenward's own count of answers to ``method route``, by status (from /metrics)."""
     async with http.get(f"{stack.tw}/metrics", headers=basic("admin")) as resp:
         text = await resp.text()
     counts: dict[int, int] = {}
+    wanted = f'tokenward_http_requests_total{{method="{method}",route="{route}",'
     for line in text.splitlines():
-        if (
-            line.startswith("tokenward_http_requests_total{")
-            and 'route="/oauth/token"' in line
-            and 'method="POST"' in line
-        ):
+        if line.startswith(wanted):
             status = int(line.split('status="')[1].split('"')[0])
             counts[status] = counts.get(status, 0) + int(float(line.rsplit(" ", 1)[1]))
     return counts
