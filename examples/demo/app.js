@@ -6,6 +6,13 @@ const { TokenwardClient } = await import(clientUrl);
 
 const tw = new TokenwardClient({ baseUrl: base });
 const $ = (id) => document.getElementById(id);
+const REASONS = {
+  logout: "you logged out (here or in another tab)",
+  logout_everywhere: "you logged out everywhere",
+  invalid_grant: "this session was ended from another device, or expired",
+  no_session: "no session in this browser yet",
+  access_denied: "Tokenward refuses this page's origin",
+};
 // Exposed for the browser tests and for poking at in the console.
 const demo = { tw, api: [], events: [], callApi, loadDevices, ready: null };
 window.demo = demo;
@@ -22,7 +29,11 @@ function render() {
 for (const name of ["signedin", "signedout", "token"]) {
   tw.addEventListener(name, (event) => {
     demo.events.push({ name, at: Date.now(), ...event.detail });
-    if (name === "signedout") $("reason").textContent = `Signed out (${event.detail.reason}).`;
+    if (name === "signedout") {
+      const why = REASONS[event.detail.reason] || "signed out";
+      $("reason").textContent = `Signed out: ${why} (${event.detail.reason}).`;
+      $("devices").replaceChildren();
+    }
     if (name === "signedin") {
       $("reason").textContent = "";
       loadDevices();
@@ -67,7 +78,8 @@ async function loadDevices() {
       }
       const ua = document.createElement("div");
       ua.className = "muted";
-      ua.textContent = (s.user_agent || "").slice(0, 60);
+      const agent = s.user_agent || "";
+      ua.textContent = agent.length > 60 ? `${agent.slice(0, 60)}…` : agent;
       name.append(ua);
       const cells = [s.created_at, s.last_used_at].map((t) => {
         const td = document.createElement("td");
