@@ -181,11 +181,7 @@ class Settings:
                     f"{PREFIX}COOKIE_INSECURE_DEV=1 allows only loopback origins"
                 )
             if scheme == "http" and not self.cookie_insecure_dev:
-                hint = (
-                    f" (for development on loopback set {PREFIX}COOKIE_INSECURE_DEV=1)"
-                    if _is_loopback(host)
-                    else ""
-                )
+                hint = f" (for development on loopback set {PREFIX}COOKIE_INSECURE_DEV=1)" if _is_loopback(host) else ""
                 raise ConfigError(f"{PREFIX}COOKIE_ORIGINS: {origin} must be https{hint}")
 
 

@@ -32,11 +32,82 @@ def test_defaults_are_embedded_on_loopback() -> None:
         ({"TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "TOKENWARD_KEYS_DIR"),
         ({"TOKENWARD_REDIS_URL": "redis://x", "TOKENWARD_KEYS_DIR": "/k"}, "TOKENWARD_CLIENTS_FILE"),
         ({"TOKENWARD_DENY_MODE": "cached"}, "TOKENWARD_DENY_MODE"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "https://app.example.com/login"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "*"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "null"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "app.example.com"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "https://user@app.example.com"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "https://app.example.com:99999"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "http://app.example.com"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_ORIGINS": "http://127.0.0.1:8000"}, "TOKENWARD_COOKIE_INSECURE_DEV"),
+        (
+            {
+                "TOKENWARD_COOKIE_ORIGINS": "http://127.0.0.1:8000,https://app.example.com",
+                "TOKENWARD_COOKIE_INSECURE_DEV": "1",
+            },
+            "TOKENWARD_COOKIE_INSECURE_DEV",
+        ),
+        (
+            {
+                "TOKENWARD_COOKIE_ORIGINS": "http://127.0.0.1:8000",
+                "TOKENWARD_COOKIE_INSECURE_DEV": "1",
+                "TOKENWARD_HOST": "0.0.0.0",
+                "TOKENWARD_REDIS_URL": "redis://x",
+                "TOKENWARD_KEYS_DIR": "/k",
+                "TOKENWARD_CLIENTS_FILE": "/c",
+            },
+            "TOKENWARD_COOKIE_INSECURE_DEV",
+        ),
+        ({"TOKENWARD_COOKIE_INSECURE_DEV": "1"}, "TOKENWARD_COOKIE_ORIGINS"),
+        ({"TOKENWARD_COOKIE_INSECURE_DEV": "maybe"}, "TOKENWARD_COOKIE_INSECURE_DEV"),
+        ({"TOKENWARD_COOKIE_SAMESITE": "None"}, "TOKENWARD_COOKIE_SAMESITE"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError, match=names):
         Settings.from_env(env)
+
+
+def test_cookie_mode_is_off_unless_origins_are_set() -> None:
+    s = Settings.from_env({})
+    assert not s.cookie_mode and s.cookie_origins == () and s.cookie_samesite == "Strict"
+
+
+def test_cookie_origins_are_read_as_browsers_send_them() -> None:
+    """Scheme and host lower-cased, default ports dropped: what a browser puts in Origin."""
+    s = Settings.from_env(
+        {
+            "TOKENWARD_COOKIE_ORIGINS": " https://App.Example.com:443 ,https://b.example.com:8443,,https://app.example.com",
+            "TOKENWARD_COOKIE_SAMESITE": "lax",
+        }
+    )
+    assert s.cookie_mode and s.cookie_origins == ("https://app.example.com", "https://b.example.com:8443")
+    assert s.cookie_samesite == "Lax"
+
+
+def test_plain_http_only_on_loopback_in_dev_mode() -> None:
+    s = Settings.from_env(
+        {
+            "TOKENWARD_COOKIE_ORIGINS": "http://127.0.0.1:8000,http://localhost:8000,http://[::1]:8000",
+            "TOKENWARD_COOKIE_INSECURE_DEV": "1",
+        }
+    )
+    assert s.cookie_insecure_dev
+    assert s.cookie_origins == ("http://127.0.0.1:8000", "http://localhost:8000", "http://[::1]:8000")
+
+
+def test_cookie_mode_over_http_refused_at_start() -> None:
+    """Anything but loopback needs https: the service exits 2 naming the variable."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env={"TOKENWARD_COOKIE_ORIGINS": "http://app.example.com", "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "TOKENWARD_COOKIE_ORIGINS" in proc.stderr and "https" in proc.stderr
 
 
 def test_embedded_store_refused_off_loopback_at_start() -> None:

@@ -12,6 +12,12 @@ header no cross-site form or simple request can set) AND an ``Origin`` on
 leaves the session exactly as it was. A token in both the cookie and the form is refused:
 which one the caller meant is a guess.
 
+Two different cookies of the name are refused too. Only a host-only cookie for this path is
+ever set here, so a second one was planted by another host of the same site (``Domain=`` the
+parent, a longer ``Path`` to be sent first): the "cookie tossing" that ``__Host-`` would have
+prevented. Refusing turns a planted session (the victim signed into the attacker's account)
+into a sign-out, which a planted cookie could cause anyway.
+
 An ``invalid_grant`` answer never clears the cookie: answers can overtake each other, and a
 stale tab's refusal must not delete the successor cookie another tab's answer just set.
 """
@@ -25,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from ..config import Settings
-from ..errors import CsrfRefused, InvalidRequest
+from ..errors import CsrfRefused, InvalidGrant, InvalidRequest
 from ..sessions import TokenPair
 
 COOKIE_NAME: Final = "__Secure-tokenward-refresh"
@@ -34,18 +40,18 @@ CSRF_HEADER: Final = "X-Tokenward-CSRF"
 NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def read_cookie(request: web.Request) -> str | None:
-    """The refresh-token cookie's value, if sent.
+def read_cookies(request: web.Request) -> tuple[str, ...]:
+    """Every distinct value of the refresh-token cookie, in the order sent.
 
-    Parsed here rather than by ``request.cookies`` so that, with two cookies of the name
-    (an old one under a wider path), the first wins: browsers send the longest path first.
+    Parsed here because ``request.cookies`` keeps one value per name and hides a planted twin.
     """
+    values: dict[str, None] = {}
     for header in request.headers.getall("Cookie", ()):
         for part in header.split(";"):
             name, sep, value = part.strip().partition("=")
             if sep and name == COOKIE_NAME and value:
-                return value
-    return None
+                values[value] = None
+    return tuple(values)
 
 
 def check_csrf(request: web.Request, settings: Settings) -> None:
@@ -59,24 +65,36 @@ def check_csrf(request: web.Request, settings: Settings) -> None:
         raise CsrfRefused("this origin may not use the session cookie")
 
 
-def cookie_token(request: web.Request, settings: Settings, form: Mapping[str, str], field: str) -> str | None:
-    """The refresh token of a cookie-authenticated call, after the CSRF checks.
+def cookie_tokens(
+    request: web.Request, settings: Settings, form: Mapping[str, str], field: str
+) -> tuple[str, ...] | None:
+    """The refresh-token cookies of a cookie-authenticated call, after the CSRF checks.
 
     None when the call is not cookie-authenticated (cookie mode off, or no cookie and no
-    CSRF header, or the token in the form's ``field``); "" when it passed the checks but
-    carries no cookie (a browser whose cookie expired or was cleared).
+    CSRF header, or the token in the form's ``field``); empty when it passed the checks but
+    carries no cookie (a browser whose cookie expired or was cleared); more than one value
+    only when a cookie was planted (the caller decides: refresh refuses, logout ends all).
     """
     if not settings.cookie_mode:
         return None
-    cookie = read_cookie(request)
+    found = read_cookies(request)
     if field in form:
-        if cookie is not None:
+        if found:
             raise InvalidRequest(f"a refresh token in both the cookie and the form's {field}: send one")
         return None
-    if cookie is None and CSRF_HEADER not in request.headers:
+    if not found and CSRF_HEADER not in request.headers:
         return None
     check_csrf(request, settings)
-    return cookie or ""
+    return found
+
+
+def one_cookie(found: tuple[str, ...]) -> str:
+    """The refresh token to spend; refuses none (signed out) and several (a planted twin)."""
+    if not found:
+        raise InvalidGrant("no session cookie: sign in again")
+    if len(found) > 1:
+        raise InvalidRequest(f"several {COOKIE_NAME} cookies: one was set by another host of this site")
+    return found[0]
 
 
 def set_cookie_header(settings: Settings, value: str, max_age: int) -> str:

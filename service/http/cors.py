@@ -26,12 +26,11 @@ PREFLIGHT_MAX_AGE: Final = "600"
 
 
 def cors_path(path: str) -> bool:
-    """True for the paths browser apps call cross-origin."""
-    return (
-        path in ("/oauth/token", "/oauth/revoke", "/v1/me/sessions")
-        or path.startswith("/v1/me/sessions/")
-        or path.startswith("/client/")
-    )
+    """True for the paths browser apps call with credentials from their own origin.
+
+    The browser client script (``/client/``) is public and answers ``*`` by itself.
+    """
+    return path in ("/oauth/token", "/oauth/revoke", "/v1/me/sessions") or path.startswith("/v1/me/sessions/")
 
 
 def _vary_origin(headers: MutableMapping[str, str]) -> None:

@@ -8,7 +8,7 @@ import orjson
 from aiohttp import web
 
 from .. import state
-from ..errors import InvalidGrant, InvalidRequest, UnsupportedGrantType
+from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
 from . import cookies, parsing
 
@@ -48,10 +48,9 @@ async def token(request: web.Request) -> web.Response:
         raise UnsupportedGrantType(f"grant_type {grant!r} is not supported; use refresh_token")
     if "client_secret" in data or ("client_id" in data and "Authorization" in request.headers):
         raise InvalidRequest("use one client authentication method, HTTP Basic")
-    from_cookie = cookies.cookie_token(request, settings, data, "refresh_token")
-    if from_cookie == "":
-        raise InvalidGrant("no session cookie: sign in again")
-    refresh = from_cookie or data.get("refresh_token")
+    found = cookies.cookie_tokens(request, settings, data, "refresh_token")
+    from_cookie = found is not None
+    refresh = cookies.one_cookie(found) if found is not None else data.get("refresh_token")
     if refresh is None:
         raise InvalidRequest("refresh_token is required")
     scope = parsing.scope(data["scope"]) if "scope" in data else ""
@@ -73,18 +72,18 @@ async def revoke(request: web.Request) -> web.Response:
     """
     settings = request.app[state.SETTINGS]
     data = await parsing.form(request, settings.max_body_bytes)
-    from_cookie = cookies.cookie_token(request, settings, data, "token")
-    raw = from_cookie or data.get("token")
-    if raw is None and from_cookie is None:
+    found = cookies.cookie_tokens(request, settings, data, "token")
+    if found is None and "token" not in data:
         raise InvalidRequest("token is required")
     hint = data.get("token_type_hint")
     caller = None
     if "Authorization" in request.headers:
         caller = request.app[state.CLIENTS].authenticate(request.headers["Authorization"])
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
-    if raw:
+    # Logging out with a planted twin cookie ends both sessions: the user asked to be signed out.
+    for raw in found if found is not None else (data["token"],):
         await request.app[state.REVOKER].revoke(raw, hint, owner=owner)
-    if from_cookie is not None:
+    if found is not None:
         return cookies.logout_response(settings)
     return web.Response(status=200, headers=NO_STORE)
 

@@ -10,11 +10,12 @@ import asyncio
 import dataclasses
 from collections.abc import Awaitable, Callable
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from aiohttp import DummyCookieJar, web
+from aiohttp import ClientSession, DummyCookieJar, web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
@@ -22,8 +23,10 @@ from service.clients import ClientRegistry
 from service.config import Settings
 from service.keys import KeyRing
 from service.store import Keyspace
-from tests.conftest import basic
+from tests.conftest import CLIENT_SECRETS, basic
 from tests.factories import bearer, refresh
+from tests.support.processes import ROOT, Nginx, ServiceProcess, write_config
+from tests.support.redis_servers import free_port
 
 APP = "https://app.test"
 OTHER = "https://evil.test"
@@ -187,6 +190,16 @@ class TestRefreshByCookie:
         assert resp.status == 400 and await resp.json() == INVALID_GRANT
         assert "Set-Cookie" not in resp.headers
 
+    @pytest.mark.parametrize(
+        "value",
+        ["twr_", "twr_x.y.z.w", "a" * 4000, "twr_" + "A" * 22 + ".9999999999999999999999.x.y", '"twr_quoted"', "%00"],
+    )
+    async def test_hostile_cookie_values_are_invalid_grant(self, cc: Client, value: str) -> None:
+        resp = await cookie_refresh(cc, value)
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
+        revoke = await cc.post("/oauth/revoke", data={}, headers={**CSRF, "Cookie": f"{NAME}={value}"})
+        assert revoke.status == 200
+
     async def test_no_cookie_means_signed_out(self, cc: Client) -> None:
         """The browser client's call without a cookie (expired, cleared) is invalid_grant: sign in again."""
         resp = await cc.post("/oauth/token", data={"grant_type": "refresh_token"}, headers=CSRF)
@@ -268,11 +281,34 @@ class TestCsrf:
         assert (await cookie_refresh(cc, token)).status == 200
         assert (await refresh(cc, other["refresh_token"]))[0] == 200
 
-    async def test_a_cookie_from_another_path_does_not_shadow_ours(self, cc: Client) -> None:
-        """With two cookies of the name, the first sent (the longest path) is used."""
-        _, token, _ = await cookie_login(cc)
-        resp = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={token}; {NAME}=twr_stale"})
-        assert resp.status == 200
+    async def test_a_planted_twin_cookie_is_refused(
+        self, cc: Client, redis_client: aioredis.Redis, keys: Keyspace
+    ) -> None:
+        """Cookie tossing: another host of the site plants a second cookie of the name (sent first,
+        thanks to a longer Path) to sign the victim into the attacker's session. Refused, nothing spent."""
+        victim, token, _ = await cookie_login(cc, "victim")
+        attacker, planted, _ = await cookie_login(cc, "attacker")
+        before = [await snapshot(redis_client, keys, s["session_id"]) for s in (victim, attacker)]
+        resp = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={planted}; {NAME}={token}"})
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_request"
+        assert "Set-Cookie" not in resp.headers
+        assert [await snapshot(redis_client, keys, s["session_id"]) for s in (victim, attacker)] == before
+        # The same value twice is one cookie, not a twin.
+        same = await cookie_refresh(cc, token, headers={**CSRF, "Cookie": f"{NAME}={token}; {NAME}={token}"})
+        assert same.status == 200
+
+    async def test_logout_with_a_planted_twin_ends_both(self, cc: Client) -> None:
+        """The user asked to be signed out: every session a cookie names ends."""
+        victim, token, _ = await cookie_login(cc, "victim")
+        attacker, planted, _ = await cookie_login(cc, "attacker")
+        resp = await cc.post(
+            "/oauth/revoke",
+            data={"token_type_hint": "refresh_token"},
+            headers={**CSRF, "Cookie": f"{NAME}={planted}; {NAME}={token}"},
+        )
+        assert resp.status == 200 and "Max-Age=0" in set_cookie(resp)
+        for body in (victim, attacker):
+            assert (await cc.get("/v1/me/sessions", headers=bearer(body["access_token"]))).status == 401
 
 
 class TestCors:
@@ -321,6 +357,10 @@ class TestCors:
         assert resp.status == 201 and "Access-Control-Allow-Origin" not in resp.headers
         pre = await cc.options("/v1/sessions", headers={"Origin": APP, "Access-Control-Request-Method": "POST"})
         assert pre.status == 405 and "Access-Control-Allow-Origin" not in pre.headers
+        # The public client script answers CORS by itself ("*", no credentials); the middleware stays out.
+        script = await cc.get("/client/tokenward.js", headers={"Origin": APP})
+        assert "Access-Control-Allow-Credentials" not in script.headers
+        assert script.headers.get("Access-Control-Allow-Origin", "*") == "*"
 
 
 class TestCookieModeOff:
@@ -345,6 +385,7 @@ class TestCookieModeOff:
         assert resp.status == 400 and "TOKENWARD_COOKIE_ORIGINS" in (await resp.json())["detail"]
 
 
+@pytest.mark.topologies("standalone", "cluster")
 class TestConcurrency:
     async def test_many_concurrent_refreshes_get_one_successor(
         self, make_cookie_client: CookieFactory, redis_client: aioredis.Redis, keys: Keyspace
@@ -374,3 +415,116 @@ class TestConcurrency:
         assert (await cookie_refresh(cc, cookie_value(ok[0]))).status == 200
         me = await cc.get("/v1/me/sessions", headers=bearer(body["access_token"]))
         assert me.status == 200
+
+
+class TestReplicas:
+    async def test_racing_replicas_agree_on_one_successor(
+        self, redis_client: aioredis.Redis, settings: Settings, keyring: KeyRing, tmp_path: Path
+    ) -> None:
+        """Two service processes on one Redis, 40 refreshes of one cookie spread over both: one successor."""
+        n = 40
+        assert settings.redis_url is not None
+        env = {
+            **write_config(tmp_path, keyring, CLIENT_SECRETS),
+            "TOKENWARD_REDIS_URL": settings.redis_url.value,
+            "TOKENWARD_COOKIE_ORIGINS": APP,
+            "TOKENWARD_REFRESH_GRACE_USES": str(n),
+        }
+        replicas = [ServiceProcess(env), ServiceProcess(env)]
+        await asyncio.gather(*(asyncio.to_thread(r.start) for r in replicas))
+        try:
+            async with ClientSession(cookie_jar=DummyCookieJar()) as http:
+                async with http.post(
+                    f"{replicas[0].url}/v1/sessions",
+                    json={"sub": "alice", "delivery": "cookie"},
+                    headers=basic("login"),
+                ) as resp:
+                    assert resp.status == 201
+                    token = cookie_value(resp)
+
+                async def one(url: str) -> tuple[int, str]:
+                    headers = {**CSRF, "Cookie": f"{NAME}={token}"}
+                    async with http.post(
+                        f"{url}/oauth/token", data={"grant_type": "refresh_token"}, headers=headers
+                    ) as r:
+                        await r.read()
+                        return r.status, cookie_value(r) if r.status == 200 else ""
+
+                answers = await asyncio.gather(*(one(replicas[i % 2].url) for i in range(n)))
+            assert [status for status, _ in answers] == [200] * n
+            assert len({cookie for _, cookie in answers}) == 1
+        finally:
+            for r in replicas:
+                r.stop()
+
+
+class TestBehindNginx:
+    async def test_same_host_deployment(self, make_cookie_client: CookieFactory) -> None:
+        """deploy/nginx/browser-sessions.conf on a real nginx: login backend and /oauth under one host.
+
+        The backend relays Tokenward's Set-Cookie; the cookie, host-only with Path=/oauth, comes
+        back through the proxy to Tokenward, which rotates and finally clears it.
+        """
+        tokenward = await make_cookie_client()
+        tw_url = str(tokenward.make_url("")).rstrip("/")
+
+        async def backend_login(request: web.Request) -> web.Response:
+            async with (
+                ClientSession() as http,
+                http.post(
+                    f"{tw_url}/v1/sessions", json={"sub": "alice", "delivery": "cookie"}, headers=basic("login")
+                ) as resp,
+            ):
+                relayed = web.Response(status=resp.status, body=await resp.read(), content_type="application/json")
+                for value in resp.headers.getall("Set-Cookie", []):
+                    relayed.headers.add("Set-Cookie", value)
+                return relayed
+
+        async def backend_other(request: web.Request) -> web.Response:
+            return web.Response(status=404, text="login backend")
+
+        backend = web.Application()
+        backend.router.add_post("/login", backend_login)
+        backend.router.add_route("*", "/{tail:.*}", backend_other)
+        runner = web.AppRunner(backend)
+        await runner.setup()
+        port = free_port()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        nginx = await asyncio.to_thread(Nginx(tw_url, f"http://127.0.0.1:{port}", "browser-sessions.conf").start)
+        try:
+            async with ClientSession(cookie_jar=DummyCookieJar()) as http:
+                async with http.post(f"{nginx.url}/login") as resp:
+                    assert resp.status == 201
+                    login_body = await resp.json()
+                    token = cookie_value(resp)
+                    assert "refresh_token" not in login_body and "Path=/oauth;" in set_cookie(resp)
+                headers = {**CSRF, "Cookie": f"{NAME}={token}"}
+                async with http.post(
+                    f"{nginx.url}/oauth/token", data={"grant_type": "refresh_token"}, headers=headers
+                ) as resp:
+                    assert resp.status == 200
+                    access = (await resp.json())["access_token"]
+                    successor = cookie_value(resp)
+                async with http.get(f"{nginx.url}/v1/me/sessions", headers=bearer(access)) as resp:
+                    assert resp.status == 200 and len((await resp.json())["sessions"]) == 1
+                # Only the browser endpoints are exposed on the app's host.
+                async with http.post(f"{nginx.url}/oauth/introspect", data={"token": access}) as resp:
+                    assert resp.status == 404 and await resp.text() == "login backend"
+                async with http.post(
+                    f"{nginx.url}/oauth/revoke",
+                    data={"token_type_hint": "refresh_token"},
+                    headers={**CSRF, "Cookie": f"{NAME}={successor}"},
+                ) as resp:
+                    assert resp.status == 200 and "Max-Age=0" in set_cookie(resp)
+                async with http.get(f"{nginx.url}/v1/me/sessions", headers=bearer(access)) as resp:
+                    assert resp.status == 401
+        finally:
+            await asyncio.to_thread(nginx.stop)
+            await runner.cleanup()
+
+    def test_the_documented_server_block_is_the_tested_file(self) -> None:
+        """docs/browser-sessions.md shows exactly deploy/nginx/browser-sessions.conf (minus its comment header)."""
+        conf = (ROOT / "deploy" / "nginx" / "browser-sessions.conf").read_text()
+        block = conf[conf.index("server {") :].strip()
+        doc = (ROOT / "docs" / "browser-sessions.md").read_text()
+        assert f"```nginx\n{block}\n```" in doc

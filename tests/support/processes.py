@@ -98,15 +98,21 @@ def find_nginx() -> str:
 
 
 class Nginx:
-    """nginx running deploy/nginx/tokenward.conf, pointed at loopback ports."""
+    """nginx running a file of deploy/nginx/ (tokenward.conf unless told), pointed at loopback ports.
 
-    def __init__(self, tokenward_url: str, upstream_url: str) -> None:
+    The upstream (resource server, login backend) is ``upstream_url``; TLS lines are dropped.
+    """
+
+    def __init__(self, tokenward_url: str, upstream_url: str, conf: str = "tokenward.conf") -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tw-nginx-"))
-        snippet = (ROOT / "deploy" / "nginx" / "tokenward.conf").read_text()
+        snippet = (ROOT / "deploy" / "nginx" / conf).read_text()
         snippet = snippet.replace("http://tokenward:8080", tokenward_url)
         snippet = snippet.replace("http://resource-server:8081", upstream_url)
+        snippet = snippet.replace("http://login-backend:8000", upstream_url)
         snippet = snippet.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
+        snippet = snippet.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.port};")
+        snippet = "\n".join(line for line in snippet.splitlines() if not line.strip().startswith("ssl_certificate"))
         d = self.dir
         (d / "nginx.conf").write_text(
             f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
