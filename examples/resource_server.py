@@ -10,7 +10,7 @@ and reports the revocation feed. A logged-out token is refused on the next call,
 request to Tokenward: the revocation arrives through Redis into the local deny cache.
 
 The browser demo: ``GET /demo`` is a page using Tokenward's browser client
-(``TOKENWARD_PUBLIC_URL``, default ``TOKENWARD_URL``, is where browsers reach Tokenward), and
+(``PUBLIC_TOKENWARD_URL``, default ``TOKENWARD_URL``, is where browsers reach Tokenward), and
 ``POST /demo/login`` is a DEMO ONLY login backend: one fixed user, ``demo`` / ``demo``. It opens
 the session with ``POST /v1/sessions`` and ``"delivery": "cookie"`` using its own client
 credentials (``DEMO_CLIENT_ID``, default ``demo-login``, and ``DEMO_CLIENT_SECRET``; scope
@@ -142,7 +142,7 @@ def create_app(environ: dict[str, str] | os._Environ[str] = os.environ) -> web.A
     base = environ.get("TOKENWARD_URL", "http://127.0.0.1:8080").rstrip("/")
     demo = DemoLogin(
         base,
-        environ.get("TOKENWARD_PUBLIC_URL", base).rstrip("/"),
+        environ.get("PUBLIC_TOKENWARD_URL", base).rstrip("/"),
         environ.get("DEMO_CLIENT_ID", "demo-login"),
         environ.get("DEMO_CLIENT_SECRET", ""),
     )
