@@ -48,6 +48,7 @@
 const CSRF_HEADER = "X-Tokenward-CSRF";
 const FORM = "application/x-www-form-urlencoded";
 const HANDOFF_MS = 50;
+const PEER_WAIT_MS = 1000;
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -154,6 +155,7 @@ export class TokenwardClient extends EventTarget {
     this._token = null; // { accessToken, expiresAt, refreshAt, issuedAt, scope }
     this._state = "unknown";
     this._signedOutAt = 0;
+    this._peerRefreshAt = 0; // when another tab last said it is refreshing
     this._inflight = null;
     this._timer = null;
     this._wake = new EventTarget();
@@ -361,9 +363,16 @@ export class TokenwardClient extends EventTarget {
       const token = { accessToken: msg.accessToken, issuedAt: msg.issuedAt, expiresAt: msg.expiresAt, refreshAt: msg.expiresAt - lead, scope: msg.scope };
       this._adopt(token, "tab");
       this._wake.dispatchEvent(new Event("wake"));
+    } else if (msg.t === "refreshing") {
+      this._peerRefreshAt = msg.at;
+    } else if (msg.t === "refresh-failed") {
+      this._peerRefreshAt = 0;
+      this._wake.dispatchEvent(new Event("wake"));
     } else if (msg.t === "signedout") {
       if (msg.at < (this._token ? this._token.issuedAt : 0)) return; // we hold a newer login
+      this._peerRefreshAt = 0;
       this._signOut(msg.reason || "logout");
+      this._wake.dispatchEvent(new Event("wake"));
     }
   }
 
@@ -396,6 +405,7 @@ export class TokenwardClient extends EventTarget {
       let token = null;
       let rotated = false;
       try {
+        await this._awaitPeerRefresh();
         const now = this._token;
         if (now && now !== seen && !this._stale(now)) {
           token = now; // another tab refreshed while we waited for the lock
@@ -403,7 +413,9 @@ export class TokenwardClient extends EventTarget {
           token = now;
         } else if (!(this._state === "signedout" && seen !== null)) {
           rotated = true;
+          this._post({ t: "refreshing", at: Date.now() });
           token = await this._rotate();
+          if (!token) this._post({ t: "refresh-failed" });
         }
       } catch (err) {
         console.error("tokenward: refresh failed", err);
@@ -417,6 +429,23 @@ export class TokenwardClient extends EventTarget {
       settle(null);
     });
     return this._inflight;
+  }
+
+  /**
+   * If another tab announced a refresh after our token was issued and its token has not reached
+   * us yet (messages and lock grants travel separately), wait for it a little rather than
+   * refresh the same cookie a second time.
+   */
+  async _awaitPeerRefresh() {
+    const deadline = Date.now() + PEER_WAIT_MS;
+    while (this._peerRefreshAt > (this._token ? this._token.issuedAt : 0) && Date.now() < deadline) {
+      await sleep(deadline - Date.now(), this._wake);
+    }
+    this._peerRefreshAt = 0;
+  }
+
+  _post(msg) {
+    if (this._channel) this._channel.postMessage(msg);
   }
 
   /** POST /oauth/token with the cookie, retrying transient failures; the new token or null. */
@@ -464,6 +493,7 @@ export class TokenwardClient extends EventTarget {
         return null;
       }
       await sleep(delay, this._wake);
+      if (this._state === "signedout" || this._closed) return null; // logged out meanwhile
       if (this._token && this._token.issuedAt > sentAt && !this._stale()) return this._token; // another tab made it
     }
   }
