@@ -49,6 +49,7 @@ const CSRF_HEADER = "X-Tokenward-CSRF";
 const FORM = "application/x-www-form-urlencoded";
 const HANDOFF_MS = 50;
 const PEER_WAIT_MS = 1000;
+const VALID_MARGIN_MS = 1000;
 
 function sleep(ms, signal) {
   return new Promise((resolve) => {
@@ -228,7 +229,10 @@ export class TokenwardClient extends EventTarget {
    */
   async fetch(input, init = {}) {
     const spare = input instanceof Request ? input.clone() : input;
-    let used = this._token && !this._stale() ? this._token : null;
+    // A token past its refresh time but still valid serves this call while a refresh runs in
+    // the background: a slow or failing refresh must not hold up calls it need not hold up.
+    let used = this._token && Date.now() < this._token.expiresAt - VALID_MARGIN_MS ? this._token : null;
+    if (used && this._stale()) this._scheduled();
     let refreshed = false;
     if (!used && this._state !== "signedout") {
       await this.getToken();
