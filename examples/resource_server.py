@@ -94,7 +94,9 @@ async def demo_login(request: web.Request) -> web.Response:
     if not isinstance(form, dict):
         return _problem(400, "Bad request", "send JSON {username, password, device}")
     user, password = str(form.get("username", "")), str(form.get("password", ""))
-    if not (hmac.compare_digest(user, DEMO_USER) & hmac.compare_digest(password, DEMO_PASSWORD)):
+    matches = hmac.compare_digest(user.encode(), DEMO_USER.encode())
+    matches &= hmac.compare_digest(password.encode(), DEMO_PASSWORD.encode())
+    if not matches:
         return _problem(401, "Sign-in refused", "the demo user is demo / demo")
     session = {
         "sub": DEMO_USER,

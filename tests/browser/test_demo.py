@@ -103,3 +103,27 @@ async def test_revoking_a_device_signs_it_out(
     await wait_until(phone_token_refused, within=5, what="the phone's API call to fail")
     await laptop_ctx.close()
     await phone_ctx.close()
+
+
+async def test_demo_login_backend(stack: Stack, http: aiohttp.ClientSession) -> None:
+    """The DEMO ONLY login: the fixed user gets Tokenward's cookie relayed and no refresh token in
+    the body; anything else is refused without a cookie (and never a 500)."""
+    login = f"{stack.app}/demo/login"
+    for body in (
+        {"username": "demo", "password": "wrong"},
+        {"username": "démo", "password": "démo"},
+        {"username": "alice", "password": "demo"},
+    ):
+        async with http.post(login, json=body) as resp:
+            assert resp.status == 401, body
+            assert "Set-Cookie" not in resp.headers
+    for raw in (b"not json", b"[1, 2]"):
+        async with http.post(login, data=raw, headers={"Content-Type": "application/json"}) as resp:
+            assert resp.status == 400
+    async with http.post(login, json={"username": "demo", "password": "demo", "device": "curl"}) as resp:
+        assert resp.status == 201
+        answer = await resp.json()
+        (cookie,) = resp.headers.getall("Set-Cookie")
+    assert "refresh_token" not in answer and answer["token_type"] == "Bearer"
+    assert cookie.startswith(f"{COOKIE}=twr_") and "HttpOnly" in cookie and "Path=/oauth" in cookie
+    assert [s["device_name"] for s in await sessions(http, stack)] == ["curl"]
