@@ -5,10 +5,13 @@
  * `service/static/tokenward.js`. The refresh token lives in an HttpOnly cookie this code never
  * sees; the access token lives in this module's memory only (never in storage).
  *
- *   import { TokenwardClient } from "https://auth.example.com/client/tokenward.js";
- *   const tw = new TokenwardClient({ baseUrl: "https://auth.example.com" });
+ *   // baseUrl: where the browser reaches Tokenward's /oauth/* (see docs/browser-sessions.md)
+ *   import { TokenwardClient } from "https://app.example.com/client/tokenward.js";
+ *   const tw = new TokenwardClient({ baseUrl: "https://app.example.com" });
  *   tw.addEventListener("signedin", () => ...);
- *   tw.addEventListener("signedout", (e) => ...);   // e.detail.reason: "logout", "revoked", "no_session", ...
+ *   tw.addEventListener("signedout", (e) => ...);   // e.detail: { reason, confirmed, remote }
+ *     // reason: "logout" | "logout_everywhere" | "invalid_grant" (ended elsewhere, expired) |
+ *     //         "no_session" (no cookie at start) | "access_denied" (origin not allowed) | another §5.2 error
  *   tw.addEventListener("token", (e) => ...);       // e.detail: { expiresAt, scope, source: "refresh"|"tab"|"login" }
  *   await tw.start();                    // true when signed in (a token from another tab, or a refresh)
  *   tw.signedIn(loginResponseBody);      // after your login backend answered { access_token, expires_in, ... }
@@ -30,8 +33,9 @@
  *   tabs do not fire together. Every refresh runs under one lock per origin: the Web Locks API,
  *   or, where it is missing, a lock negotiated over BroadcastChannel. Whoever holds the lock
  *   first checks whether another tab already refreshed (then it takes that token and sends no
- *   request). The new token goes to every tab over BroadcastChannel; a new tab asks the others
- *   before refreshing itself.
+ *   request). The refresher announces "refreshing" first, so a tab that gets the lock before the
+ *   new token's message waits for it (up to 1 s) instead of refreshing again. The new token goes
+ *   to every tab over BroadcastChannel; a new tab asks the others before refreshing itself.
  * - Network failure, 429, 5xx: retried with capped exponential backoff (Retry-After honoured),
  *   resumed at once when the browser comes back online. A retry sends the same cookie, so if the
  *   server had already rotated it (the answer was lost) its grace window returns the same
@@ -39,8 +43,9 @@
  *   again later; it never signs out for a transient error.
  * - 400 invalid_grant (or any other 400/401/403 from the token endpoint): the session is over (or
  *   this origin is not allowed): every tab signs out ("signedout" with the server's error).
- * - client.fetch: a 401 triggers at most one refresh (skipped when another tab already has a
- *   newer token) and one retry; a second 401 is returned to the caller as is.
+ * - client.fetch: a token still valid for a second serves the call even if its refresh is due
+ *   (the refresh runs in the background). A 401 triggers at most one refresh (skipped when
+ *   another tab already has a newer token) and one retry; a second 401 goes to the caller as is.
  * - logout: runs under the refresh lock (no refresh can race it), calls POST /oauth/revoke,
  *   then every tab signs out at once, whatever the server answered (detail.confirmed says).
  */
@@ -472,6 +477,7 @@ export class TokenwardClient extends EventTarget {
         const body = await resp.json();
         this.stats.refreshes += 1;
         this.stats.refreshLog.push(sentAt);
+        if (this.stats.refreshLog.length > 100) this.stats.refreshLog.shift(); // a long-lived page stays small
         this._adopt(this._tokenFrom(body, sentAt), "refresh");
         this._broadcastToken();
         return this._token;
