@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import contract, events, gateway, health, oauth, sessions
+from . import contract, events, gateway, health, oauth, sessions, static
 
 
 def setup_routes(app: web.Application) -> None:
@@ -16,6 +16,7 @@ def setup_routes(app: web.Application) -> None:
             web.get("/metrics", health.metrics),
             web.get("/openapi.json", contract.openapi),
             web.get("/.well-known/jwks.json", oauth.jwks),
+            web.get("/client/tokenward.js", static.client_js),
             web.post("/oauth/token", oauth.token),
             web.post("/oauth/revoke", oauth.revoke),
             web.post("/oauth/introspect", gateway.introspect),

@@ -33,7 +33,7 @@ from tests.support.redis_servers import RedisCluster, RedisServer
 DOC_PATH = ROOT / "service" / "openapi.json"
 OPENAPI_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 #: Answered by the error middleware on every Redis-backed operation (the store, or its timeout).
-NO_REDIS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json"}
+NO_REDIS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/.well-known/jwks.json", "/client/tokenward.js"}
 #: Operations the rate limits (another branch) will answer 429 on; documented ahead of them.
 RATE_LIMITED = {("post", "/oauth/token"), ("post", "/oauth/revoke"), ("post", "/oauth/introspect")}
 #: schemathesis budget: cases per operation and phase, and a fixed seed so a run can be replayed.
@@ -235,7 +235,9 @@ def live_service(
     redis_server: RedisServer | RedisCluster, redis_client: aioredis.Redis, keyring: KeyRing, tmp_path: Path
 ) -> Iterator[ServiceProcess]:
     env = write_config(tmp_path, keyring, dict(CLIENTS))
-    service = ServiceProcess({"TOKENWARD_REDIS_URL": redis_server.url, **env}).start()
+    # Cookie mode on, so `delivery: cookie` is as valid as the document says.
+    cookie = {"TOKENWARD_COOKIE_ORIGINS": "https://app.example.test"}
+    service = ServiceProcess({"TOKENWARD_REDIS_URL": redis_server.url, **cookie, **env}).start()
     yield service
     service.stop()
 
