@@ -96,11 +96,13 @@ class EventLog:
             out.append(Position(_text(top[0][0]) if top else "0-0", int(raw_seq) if raw_seq is not None else 0))
         return Cursor(tuple(out))
 
-    async def snapshot(self) -> tuple[list[dict[str, Any]], Cursor]:
-        """Every live deny entry, and the cursor to resume events from.
+    async def snapshot(self) -> tuple[list[dict[str, Any]], Cursor, list[int]]:
+        """Every live deny entry, the cursor to resume events from, and each partition's boot marker.
 
         The cursor is read first: what is written during the scan is also in the stream
-        after it, and applying an entry twice is harmless.
+        after it, and applying an entry twice is harmless. The boot markers are read last
+        (set if missing, as every check does): a wipe during the scan then shows as the
+        new marker, which denies every token the lost entries covered.
         """
         cursor = await self.position()
         client = self.store.client
@@ -115,7 +117,8 @@ class EventLog:
                     keys = []
             if keys:
                 entries += await self._read_deny_keys(keys)
-        return entries, cursor
+        boot = [await self.store.ensure_boot(p) for p in range(self.partitions)]
+        return entries, cursor, boot
 
     async def _read_deny_keys(self, keys: list[Any]) -> list[dict[str, Any]]:
         async with self.store.client.pipeline(transaction=False) as pipe:

@@ -50,8 +50,8 @@ async def revocations(request: web.Request) -> web.Response:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     since = request.query.get("since")
     if since is None:
-        entries, cursor = await log.snapshot()
-        return _json({"v": WIRE_VERSION, "cursor": cursor.encode(), "deny": entries})
+        entries, cursor, boot = await log.snapshot()
+        return _json({"v": WIRE_VERSION, "cursor": cursor.encode(), "deny": entries, "boot": boot})
     # A trimmed cursor raises CursorExpired: 410 with code "reset" (the error table).
     events, cursor, more = await log.since(Cursor.parse(since, log.partitions), int(raw_limit))
     return _json(

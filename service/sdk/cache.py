@@ -12,6 +12,10 @@ entries are removed lazily on lookup and by a sweep over a min-heap of expiries:
 few steps on every insert (amortised) plus :meth:`DenyCache.sweep`, which the listener
 calls periodically. Checks are three dict look-ups, O(1). No I/O, no locks: use it
 from one event loop.
+
+Boot markers (:meth:`DenyCache.set_boot`): a token whose ``iat`` is before its
+partition's marker is denied, as the service does, because a wiped Redis took every
+deny entry with it. The token's partition is ``crc32(sub) % partitions``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Final
 
-from .events import Event, Kind
+from .events import Event, Kind, partition_of_sub
 
 _JTI: Final = 0
 _SID: Final = 1
@@ -35,7 +39,7 @@ _SWEEP_PER_INSERT: Final = 2
 class DenyCache:
     """jti, sid and sub cut-off entries, each dropped at its expiry."""
 
-    __slots__ = ("_clock", "_heap", "_jti", "_sid", "_sub")
+    __slots__ = ("_boot", "_clock", "_heap", "_jti", "_partitions", "_sid", "_sub")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         #: Wall clock (epoch seconds): expiries are absolute times shared with Redis.
@@ -44,12 +48,19 @@ class DenyCache:
         self._sid: dict[str, int] = {}
         self._sub: dict[str, tuple[int, int]] = {}
         self._heap: list[tuple[int, int, str]] = []
+        #: partition -> boot marker (epoch s); tokens with ``iat`` before it are denied.
+        self._boot: dict[int, int] = {}
+        self._partitions = 1
 
     def __len__(self) -> int:
         return len(self._jti) + len(self._sid) + len(self._sub)
 
     def is_denied(self, jti: str, sid: str, sub: str, iat: int) -> bool:
         """Apply the deny rule to a token's claims."""
+        if self._boot:
+            p = 0 if self._partitions == 1 else partition_of_sub(sub, self._partitions)
+            if iat < self._boot.get(p, 0):
+                return True
         now = int(self._clock())
         until = self._jti.get(jti)
         if until is not None:
@@ -67,6 +78,15 @@ class DenyCache:
                 return iat <= cut[0]
             del self._sub[sub]
         return False
+
+    def set_boot(self, p: int, marker: int, partitions: int) -> None:
+        """Record partition ``p``'s boot marker (of ``partitions``): older tokens are denied."""
+        self._partitions = partitions
+        self._boot[p] = marker
+
+    def boot(self, p: int) -> int | None:
+        """Partition ``p``'s boot marker as last recorded (None: never recorded)."""
+        return self._boot.get(p)
 
     def deny_jti(self, jti: str, until: int) -> None:
         """Deny one access token until ``until`` (epoch s, inclusive)."""

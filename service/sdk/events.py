@@ -65,6 +65,11 @@ def seq_key(p: int) -> str:
     return f"tw:{{{p}}}:seq"
 
 
+def boot_key(p: int) -> str:
+    """The partition's boot marker (epoch second its store was first used; no TTL)."""
+    return f"tw:{{{p}}}:boot"
+
+
 def deny_key(p: int, kind: str, ident: str) -> str:
     """The deny entry for a jti, sid or sub."""
     return f"tw:{{{p}}}:{_KIND_CODE[kind]}:{ident}"

@@ -18,6 +18,17 @@ only the fast path; the per-partition stream and counter are the truth:
    is dead even if TCP has not noticed; drop it and reconnect.
 5. Every ``check_interval`` compare each counter with ``last_seq`` (catches anything
    the rules above could miss) and sweep expired cache entries.
+   The same round trip (and a reload's MULTI) reads each partition's boot marker
+   ``tw:{p}:boot`` into the cache: tokens issued before it are denied, since a wiped
+   Redis lost every deny entry. A marker that changed (another wipe) means reload. A
+   missing marker (wiped, the service has not set it again yet) is set here exactly as
+   the service does: ``SET NX`` of the current epoch second, then read back, so the
+   first writer wins and the service and every listener agree on one value. Refusing
+   the partition's tokens until the service sets it would also refuse tokens minted
+   after the wipe until the next check; the SDK's own marker is never later than one
+   the service would set, so it denies nothing the service would accept. If the write
+   is refused (a read-only ACL user), every token of the partition is refused until
+   a marker appears.
 6. On any error: reconnect with exponential backoff and full jitter, then step 2.
 
 Everything runs as tasks on the caller's event loop; no call blocks it (snapshots are
@@ -36,6 +47,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from redis.exceptions import ResponseError
+
 from .cache import DenyCache
 from .connections import connect
 from .events import (
@@ -44,6 +57,7 @@ from .events import (
     EventFormatError,
     Kind,
     UnsupportedEvent,
+    boot_key,
     deny_pattern,
     parse_deny_key,
     parse_event,
@@ -56,6 +70,8 @@ from .events import (
 log = logging.getLogger("tokenward.sdk.listener")
 
 _PING_PAYLOAD: Final = b"tw-listener"
+# Stands for "no marker and none could be set": later than any token's iat.
+_REFUSE_ALL: Final = 2**62
 
 
 class DeadConnection(ConnectionError):
@@ -410,9 +426,12 @@ class RevocationListener:
         async with self._client.pipeline(transaction=False) as pipe:
             for p in range(self.partitions):
                 pipe.get(seq_key(p))
-            counters = await pipe.execute()
-        for p, raw in enumerate(counters):
+                pipe.get(boot_key(p))
+            replies = await pipe.execute()
+        for p in range(self.partitions):
+            raw, raw_boot = replies[2 * p], replies[2 * p + 1]
             part = self._parts[p]
+            await self._observe_boot(p, raw_boot)
             if not part.positioned:
                 await self._reload(p)
                 continue
@@ -474,7 +493,9 @@ class RevocationListener:
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.get(seq_key(p))
             pipe.xrevrange(stream_key(p), max="+", min="-", count=1)
-            raw_seq, top = await pipe.execute()
+            pipe.get(boot_key(p))
+            raw_seq, top, raw_boot = await pipe.execute()
+        await self._observe_boot(p, raw_boot, reload_on_change=False)
         entries = await self._scan(p)
         self.cache.replace_where(self._belongs(p), entries)
         part.last_seq = int(raw_seq) if raw_seq is not None else None
@@ -484,6 +505,42 @@ class RevocationListener:
             part.seen_max = 0
         part.positioned = True
         await self._catch_up(p, part.last_seq, may_reload=False)
+
+    async def _observe_boot(self, p: int, raw: Any, *, reload_on_change: bool = True) -> None:
+        """Record the partition's boot marker (``raw`` as read; None: missing, set it)."""
+        if raw is None:
+            marker = await self._ensure_boot(p)
+        else:
+            marker = int(raw)
+        known = self.cache.boot(p)
+        if known is not None and known != marker and known != _REFUSE_ALL:
+            log.warning(
+                "partition %d: boot marker changed from %d to %d, Redis was wiped; access tokens issued "
+                "before %d are refused",
+                p,
+                known,
+                marker,
+                marker,
+            )
+            if reload_on_change:
+                # Every entry the cache holds for the partition is gone from Redis: re-read it.
+                self._parts[p].positioned = False
+        self.cache.set_boot(p, marker, self.partitions)
+
+    async def _ensure_boot(self, p: int) -> int:
+        """SET NX the current epoch second then read it back, as the service does."""
+        key = boot_key(p)
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.set(key, int(time.time()), nx=True)
+                pipe.get(key)
+                created, stored = await pipe.execute()
+        except ResponseError as exc:
+            log.error("partition %d: no boot marker and it cannot be set (%s); refusing its tokens", p, exc)
+            return _REFUSE_ALL
+        if created:
+            log.warning("partition %d: no boot marker, Redis was wiped; set it to %s", p, stored.decode())
+        return int(stored)
 
     def _belongs(self, p: int) -> Callable[[Kind, str], bool]:
         partitions = self.partitions
