@@ -26,7 +26,8 @@ class Stack:
 
 @pytest.fixture(name="own_redis", scope="module")
 def _own_redis() -> Iterator[RedisServer]:
-    server = RedisServer().start()
+    # With AOF, as production runs it: a restart keeps the boot marker (a wipe is test_faults').
+    server = RedisServer(appendonly=True).start()
     yield server
     server.close()
 
@@ -114,6 +115,9 @@ async def test_redis_down_gives_503_then_recovers(stack: Stack) -> None:
     async with aiohttp.ClientSession() as http:
         s = await login(http, stack, "amy")
         assert (await through_gateway(http, stack, s["access_token"])).status == 200
+        # Let the token's second pass: had the restart lost the boot marker, a new one would
+        # now deny it, so "allowed again" below proves the store came back whole.
+        await asyncio.sleep(1.1)
         stack.redis.stop()
         try:
             started = time.monotonic()
