@@ -7,7 +7,7 @@ from typing import Final
 import orjson
 from aiohttp import web
 
-from .. import logs, state
+from .. import state
 from ..anomalies import RefreshOrigin
 from ..errors import InvalidRequest, UnsupportedGrantType
 from ..sessions import TokenPair
@@ -82,8 +82,6 @@ async def revoke(request: web.Request) -> web.Response:
     await limits.oauth(request, caller=caller, failure=failure, token=None)
     if failure is not None:
         raise failure
-    if caller is not None:
-        logs.set_caller("client", caller.id)
     owner = None if caller is None or "revoke" in caller.scopes else caller.id
     # Logging out with a planted twin cookie ends both sessions: the user asked to be signed out.
     for raw in found if found is not None else (data["token"],):

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 from playwright.async_api import Browser, Playwright
 
-from tests.support.processes import ROOT
+from tests.support.processes import start_until_healthy
 from tests.support.redis_servers import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -56,23 +53,10 @@ class ResourceServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ResourceServerProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "examples.resource_server"], env=self.env, cwd=ROOT, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"resource server exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp,  # noqa: S310 - loopback
-            ):
-                if resp.status == 200:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"resource server did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+        self.proc = start_until_healthy(
+            [sys.executable, "-m", "examples.resource_server"], self.env, self.log, self.url, timeout
+        )
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:

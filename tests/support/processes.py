@@ -34,6 +34,29 @@ def write_config(directory: Path, ring: KeyRing, clients: dict[str, tuple[str, s
     return {"TOKENWARD_KEYS_DIR": str(keys), "TOKENWARD_CLIENTS_FILE": str(directory / "clients.toml")}
 
 
+def start_until_healthy(
+    command: list[str], env: dict[str, str], log: Path, url: str, timeout: float
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` from the repository root, logging to ``log``; return once ``url``/healthz answers 200."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{command[2]} exited {proc.returncode}: {log.read_text()[-3000:]}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(url + "/healthz", timeout=1) as resp,  # noqa: S310 - loopback
+        ):
+            if resp.status == 200:
+                return proc
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(10)
+            raise RuntimeError(f"{command[2]} did not start: {log.read_text()[-3000:]}")
+        time.sleep(0.05)
+
+
 class ServiceProcess:
     """One ``tokenward serve`` process."""
 
@@ -58,23 +81,9 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve"], env=self.env, cwd=ROOT, stdout=log, stderr=log
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"service exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            with (
-                contextlib.suppress(OSError),
-                urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp,  # noqa: S310 - loopback
-            ):
-                if resp.status == 200:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service did not start: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+        command = [sys.executable, "-m", "service", "serve"]
+        self.proc = start_until_healthy(command, self.env, self.log, self.url, timeout)
+        return self
 
     def terminate(self) -> int:
         """SIGTERM and wait; the exit code."""
