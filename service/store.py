@@ -11,8 +11,8 @@ key                            type    holds                                  ex
 =============================  ======  =====================================  ==========================
 ``tw:{p}:s:<sid>``             hash    one session (fields below)             min(last use + idle, absolute)
 ``tw:{p}:u:<sub>``             zset    the user's sids, scored by absolute    the latest absolute expiry
-``tw:{p}:dj:<jti>``            string  deny one access token; value = until   the token's exp + leeway
-``tw:{p}:ds:<sid>``            string  deny a session's tokens; value = until revocation + access TTL + leeway
+``tw:{p}:dj:<jti>``            string  deny one access token; value = 1       the token's exp + leeway
+``tw:{p}:ds:<sid>``            string  deny a session's tokens; value = 1     revocation + access TTL + leeway
 ``tw:{p}:dc:<sub>``            string  user cut-off; value = before (epoch s)  revocation + access TTL + leeway
 ``tw:{p}:seq``                 string  the partition's event counter          event retention, renewed per event
 ``tw:{p}:ev``                  stream  the partition's replay log             event retention, renewed per event
@@ -362,7 +362,7 @@ def create_client(settings: Settings) -> tuple[Any, str]:
         return aioredis.Redis.from_pool(pool), "redis"
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.hosts), sentinel_kwargs={**common, "ssl": target.tls}, ssl=target.tls, **auth, **common
         )
         # Sentinel and Cluster pools refuse at once (503) when full rather than wait.

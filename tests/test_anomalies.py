@@ -89,7 +89,6 @@ class TestRecording:
         (row,) = (await resp.json())["sessions"]
         assert (row["last_ip"], row["last_user_agent"]) == (ELSEWHERE, AGENT)
 
-
     async def test_back_at_the_login_device_the_extra_fields_go(
         self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace
     ) -> None:
@@ -163,7 +162,7 @@ class TestFlagPolicy:
             assert signal["sid"] == first["session_id"] and signal["reasons"] == ["network"]
             assert signal["xid"]
         finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def test_burst_flags_once_per_window(
         self, make_client: AppFactory, redis_client: aioredis.Redis, keys: Keyspace

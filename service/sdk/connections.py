@@ -137,7 +137,7 @@ def connect(source: Any, socket_timeout: float, options: dict[str, Any] | None) 
         return Connections(aioredis.Redis.from_url(target.url, **common), owned=True)
     auth: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.kind == "sentinel":
-        sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(
             list(target.hosts),
             sentinel_kwargs={k: v for k, v in common.items() if k != "client_name"} | {"ssl": target.tls},
             ssl=target.tls,
