@@ -73,8 +73,10 @@ async def verify_cost() -> None:
         await verifier.verify(token)
     t_async = (time.perf_counter() - started) / n
     t_deny = median_rounds(lambda: cache.is_denied("00x", "00y", "bob", 1), 200_000)
-    print(f"verify RS256: bare jwt.decode {t_bare * 1e6:.1f} us, SDK rules + deny check {t_sdk * 1e6:.1f} us "
-          f"(x{t_sdk / t_bare:.2f}), SDK async verify() {t_async * 1e6:.1f} us; deny check alone {t_deny * 1e9:.0f} ns")
+    print(
+        f"verify RS256: bare jwt.decode {t_bare * 1e6:.1f} us, SDK rules + deny check {t_sdk * 1e6:.1f} us "
+        f"(x{t_sdk / t_bare:.2f}), SDK async verify() {t_async * 1e6:.1f} us; deny check alone {t_deny * 1e9:.0f} ns"
+    )
 
 
 def cache_memory() -> None:
@@ -131,8 +133,10 @@ async def propagation(url: str, subscribers: int, events: int = 50) -> None:
         await client.aclose()
     ordered = sorted(delays)
     p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    print(f"propagation, {subscribers:>3} subscribers x {events} events: p50={statistics.median(ordered) * 1e3:.2f} ms "
-          f"p99={p99 * 1e3:.2f} ms max={ordered[-1] * 1e3:.2f} ms (all in one process on one loop)")
+    print(
+        f"propagation, {subscribers:>3} subscribers x {events} events: p50={statistics.median(ordered) * 1e3:.2f} ms "
+        f"p99={p99 * 1e3:.2f} ms max={ordered[-1] * 1e3:.2f} ms (all in one process on one loop)"
+    )
 
 
 async def main() -> None:

@@ -72,8 +72,10 @@ async def main() -> None:
             print(f"  WAIT {wait}: p50 {statistics.median(samples[wait]) * 1e3:.2f} ms, p99 {q[98] * 1e3:.2f} ms")
         ratios = [b / a for a, b in zip(medians[0], medians[1], strict=True)]
         extra = statistics.median(samples[1]) - statistics.median(samples[0])
-        print(f"  WAIT 1 / WAIT 0 median: {statistics.median(ratios):.2f}x (per-round {min(ratios):.2f}-"
-              f"{max(ratios):.2f}); cost per revocation {extra * 1e3:.2f} ms")
+        print(
+            f"  WAIT 1 / WAIT 0 median: {statistics.median(ratios):.2f}x (per-round {min(ratios):.2f}-"
+            f"{max(ratios):.2f}); cost per revocation {extra * 1e3:.2f} ms"
+        )
     finally:
         for service in services.values():
             service.stop()

@@ -623,4 +623,3 @@ def save(out: dict[str, Any]) -> Path:
     latest.write_text(text)
     (RESULTS / "latest.md").write_text(table(out) + "\n")
     return latest
-

@@ -200,6 +200,8 @@ def test_rate_limit_settings() -> None:
     assert [str(n) for n in s.trusted_proxies] == ["10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32"]
     d = Settings.from_env({})
     assert d.ratelimit and d.trusted_proxies == () and d.ratelimit_family.enabled
+
+
 def test_log_format_defaults_text_embedded_json_with_redis() -> None:
     assert Settings.from_env({}).log_format == "text"
     real = {"TOKENWARD_REDIS_URL": "redis://r:6379/0", "TOKENWARD_KEYS_DIR": "/k", "TOKENWARD_CLIENTS_FILE": "/c"}
