@@ -29,7 +29,7 @@ from service.anomalies import SIGNALS_CHANNEL, RefreshOrigin
 from service.app import load_keyring
 from service.config import Settings
 from service.store import EVENTS_CHANNEL, Store, connect, text
-from service.tokens import RefreshToken, new_id, new_secret, seal, secret_hash
+from service.tokens import RefreshToken, new_jti, new_secret, seal, secret_hash
 
 CONST_BODY: Final = b'{"ok":true}'
 STORE: Final = web.AppKey("store", Store)
@@ -111,7 +111,7 @@ def make_app(settings: Settings) -> web.Application:
             "aud": settings.audience,
             "exp": iat + settings.access_ttl,
             "iat": iat,
-            "jti": new_id(p),
+            "jti": new_jti(p),
             "sid": token.sid,
             "client_id": text(result[5]),
             "scope": text(result[6]),

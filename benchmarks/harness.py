@@ -30,7 +30,7 @@ from service.keys import KeyRing, SigningKey, make_key
 from service.sessions import Device
 from service.sessions import session_fields as build_session_fields
 from service.store import EVENTS_CHANNEL, load_script_source
-from service.tokens import AccessTokens, RefreshToken, new_id, new_tag_key
+from service.tokens import AccessTokens, RefreshToken, new_id, new_jti, new_tag_key
 from tests.support.processes import ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, free_port
 
@@ -202,7 +202,7 @@ def _mint_chunk(args: tuple[bytes, str, int, int]) -> list[str]:
         tokens.mint(
             sub=f"user-{seed + i}",
             sid=new_id(0),
-            jti=new_id(0),
+            jti=new_jti(0),
             iat=iat,
             scope="read write",
             client_id="login",

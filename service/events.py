@@ -24,7 +24,16 @@ from redis.asyncio.sentinel import SentinelConnectionPool
 
 from .config import Settings
 from .errors import CursorExpired, InvalidRequest
-from .sdk.events import Event, EventFormatError, deny_pattern, parse_deny_key, parse_event, seq_key, stream_key
+from .sdk.events import (
+    Event,
+    EventFormatError,
+    deny_pattern,
+    deny_until,
+    parse_deny_key,
+    parse_event,
+    seq_key,
+    stream_key,
+)
 from .store import Store
 
 CURSOR_VERSION: Final = "1"
@@ -134,7 +143,7 @@ class EventLog:
             if parsed is None or value is None or pttl is None or int(pttl) < 0:
                 continue
             _, kind, ident = parsed
-            until = (now_ms + int(pttl)) // 1000 if kind == "sub" else int(value)
+            until = deny_until(now_ms, int(pttl))
             before = int(value) if kind == "sub" else 0
             out.append({"kind": kind, "id": ident, "before": before, "until": until})
         return out

@@ -30,6 +30,7 @@ from .tokens import (
     AccessTokens,
     RefreshToken,
     new_id,
+    new_jti,
     new_secret,
     new_tag_key,
     seal,
@@ -329,7 +330,7 @@ class Sessions:
         self, sub: str, sid: str, p: int, scope: str, client_id: str, claims: Mapping[str, Any] | None, iat: int
     ) -> str:
         return self.tokens.mint(
-            sub=sub, sid=sid, jti=new_id(p), iat=iat, scope=scope, client_id=client_id, extra=claims
+            sub=sub, sid=sid, jti=new_jti(p), iat=iat, scope=scope, client_id=client_id, extra=claims
         )
 
     async def logout(self, raw: str, *, client_id: str | None = None) -> bool:

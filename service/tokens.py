@@ -69,8 +69,18 @@ ID_RE = sdk_verifier.ID_RE
 
 
 def new_id(partition: int) -> str:
-    """A sid or jti: the partition in two hex digits, then 128 random bits."""
+    """A sid: the partition in two hex digits, then 128 random bits."""
     return f"{partition:02x}{secrets.token_urlsafe(16)}"
+
+
+def new_jti(partition: int) -> str:
+    """A jti: the partition in two hex digits, then 96 random bits.
+
+    96 bits keep accidental reuse negligible (about 1e-5 after 10^12 tokens) and bring
+    the deny key ``tw:{p}:dj:<jti>`` to 28 bytes, inside jemalloc's 32-byte class: a
+    deny entry then costs ~117 bytes of Redis instead of ~133.
+    """
+    return f"{partition:02x}{secrets.token_urlsafe(12)}"
 
 
 def _b64(data: bytes) -> str:

@@ -4,7 +4,9 @@
 -- tw_revoke(deny_key, seq_key, stream_key, channel, partition, kind, id, before_s,
 --           until_ms, now_ms, reason, retention_ms) -> seq or 0
 --   deny_key   KEYS entry for the deny marker (tw:{p}:dj:<jti> | ds:<sid> | dc:<sub>)
---   value      jti/sid: until (epoch s); sub: before (epoch s, tokens with iat <= before are denied)
+--   value      sub: before (epoch s, tokens with iat <= before are denied); jti/sid: 1, since
+--              the key's expiry says until when (a small integer is one of Redis's shared
+--              objects, so the value costs no allocation: 16 of a deny key's ~133 bytes)
 --   until_ms   when the last token the entry could match stops verifying
 -- An entry that could match nothing (until <= now) is not written and has no event.
 local function tw_emit(seq_key, stream_key, channel, partition, kind, id, before_s, until_ms, now_ms, reason, retention_ms)
@@ -31,10 +33,12 @@ local function tw_revoke(deny_key, seq_key, stream_key, channel, partition, kind
   if until_ms <= now_ms then
     return 0
   end
-  local value = before_s
-  if kind ~= 'sub' then
-    value = math.floor(until_ms / 1000)
+  -- Whole seconds, rounded up: readers recover until from PTTL (docs/events.md §2).
+  until_ms = math.ceil(until_ms / 1000) * 1000
+  local value = '1'
+  if kind == 'sub' then
+    value = string.format('%d', before_s)
   end
-  redis.call('SET', deny_key, string.format('%d', value), 'PXAT', string.format('%d', until_ms))
+  redis.call('SET', deny_key, value, 'PXAT', string.format('%d', until_ms))
   return tw_emit(seq_key, stream_key, channel, partition, kind, id, before_s, until_ms, now_ms, reason, retention_ms)
 end

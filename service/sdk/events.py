@@ -94,6 +94,15 @@ def parse_deny_key(key: str) -> tuple[int, Kind, str] | None:
     return int(part), kind, rest[3:]
 
 
+def deny_until(now_ms: int, pttl_ms: int) -> int:
+    """A deny key's ``until`` (epoch s) from its ``PTTL`` and the reader's clock after reading it.
+
+    The service sets every deny key to expire on a whole second, so rounding recovers that
+    second exactly despite the read's latency or clock skew under half a second.
+    """
+    return (now_ms + pttl_ms + 500) // 1000
+
+
 def partition_of_sub(sub: str, partitions: int) -> int:
     """The partition of a user: ``crc32(sub) % partitions``."""
     return zlib.crc32(sub.encode()) % partitions

@@ -59,6 +59,7 @@ from .events import (
     UnsupportedEvent,
     boot_key,
     deny_pattern,
+    deny_until,
     parse_deny_key,
     parse_event,
     partition_of_id,
@@ -585,12 +586,8 @@ class RevocationListener:
             if parsed is None or value is None or pttl is None or int(pttl) < 0:
                 continue
             _, kind, ident = parsed
-            until = (now_ms + int(pttl)) // 1000
-            if kind == "sub":
-                out.append((kind, ident, int(value), until))
-            else:
-                # The key holds until (epoch s): the same number the event carries.
-                out.append((kind, ident, 0, int(value)))
+            until = deny_until(now_ms, int(pttl))
+            out.append((kind, ident, int(value) if kind == "sub" else 0, until))
         return out
 
 

@@ -13,7 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from service.keys import KeyRing
 from service.sdk.cache import DenyCache
-from service.sdk.events import Kind, parse_deny_key, seq_key
+from service.sdk.events import Kind, deny_until, parse_deny_key, seq_key
 from service.sdk.jwks import VerificationKey, keys_from_jwks
 from service.sdk.listener import RevocationListener
 from service.sdk.verifier import Verifier
@@ -34,10 +34,18 @@ async def redis_deny_set(client: aioredis.Redis) -> dict[tuple[Kind, str], int]:
         chunk = keys[start : start + 5000]
         # On a cluster the chunk spans slots: mget_nonatomic splits it per slot.
         values = await (client.mget_nonatomic(chunk) if isinstance(client, RedisCluster) else client.mget(chunk))
-        for key, value in zip(chunk, values, strict=True):
+        async with client.pipeline(transaction=False) as pipe:
+            for key in chunk:
+                pipe.pttl(key)
+            ttls = await pipe.execute()
+        now_ms = int(time.time() * 1000)
+        for key, value, ttl in zip(chunk, values, ttls, strict=True):
             parsed = parse_deny_key(key.decode())
-            if parsed is not None and value is not None:
-                out[(parsed[1], parsed[2])] = int(value)
+            if parsed is not None and value is not None and ttl >= 0:
+                _, kind, ident = parsed
+                # The cache holds until for jti/sid and before for sub; the keys hold before
+                # (sub) or 1, their until being their expiry.
+                out[(kind, ident)] = int(value) if kind == "sub" else deny_until(now_ms, ttl)
     return out
 
 
