@@ -13,9 +13,8 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
-from .http.cors import cors_middleware
-from .http.middlewares import error_middleware, query_credentials_middleware
-from .http.observe import echo_request_id, observe_middleware
+from .http.middlewares import edge_middleware
+from .http.observe import echo_request_id
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
@@ -130,9 +129,8 @@ def create_app(
     settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
-    # CORS outside the error middleware, so error answers carry the CORS headers too.
     app = web.Application(
-        middlewares=[observe_middleware, cors_middleware, error_middleware, query_credentials_middleware],
+        middlewares=[edge_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app.on_response_prepare.append(echo_request_id)

@@ -1,4 +1,4 @@
-"""The exception tree. Pure: no HTTP imports; ``http.middlewares`` maps it to responses.
+"""The exception tree. Pure: no HTTP imports; ``http.errors`` maps it to responses.
 
 TokenwardError
 ├── ConfigError               bad TOKENWARD_* variable (start-up only)

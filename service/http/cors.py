@@ -15,7 +15,7 @@ from aiohttp import web
 
 from .. import state
 from .cookies import CSRF_HEADER
-from .middlewares import ErrorShape, Handler, error_response
+from .errors import ErrorShape, error_response
 
 ALLOW_METHODS: Final = "GET, POST, DELETE"
 ALLOW_HEADERS: Final = f"Authorization, Content-Type, {CSRF_HEADER}"
@@ -45,41 +45,41 @@ def _allow(headers: MutableMapping[str, str], origin: str) -> None:
     headers["Access-Control-Allow-Credentials"] = "true"
 
 
-@web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Answer preflights and add CORS headers for allowed origins on the browser-facing paths."""
-    origins = request.app[state.SETTINGS].cookie_origins
-    if not origins or not cors_path(request.path):
-        return await handler(request)
+def allowed_origin(request: web.Request) -> str | None:
+    """The request's Origin when it is on the list (only call where ``applies``)."""
     origin = request.headers.get("Origin")
-    allowed = origin if origin is not None and origin in origins else None
-    if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
-        if allowed is None:
-            refused = error_response(request, ErrorShape(403, "access_denied"), "this origin may not call here")
-            _vary_origin(refused.headers)
-            return refused
-        preflight = web.Response(
-            status=204,
-            headers={
-                "Access-Control-Allow-Methods": ALLOW_METHODS,
-                "Access-Control-Allow-Headers": ALLOW_HEADERS,
-                "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
-            },
-        )
-        _allow(preflight.headers, allowed)
-        _vary_origin(preflight.headers)
-        return preflight
-    try:
-        resp = await handler(request)
-    except web.HTTPException as exc:
-        # aiohttp's own answers (a redirect, say) are raised; they need the headers too.
-        if allowed is not None:
-            _allow(exc.headers, allowed)
-            exc.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-        _vary_origin(exc.headers)
-        raise
+    return origin if origin is not None and origin in request.app[state.SETTINGS].cookie_origins else None
+
+
+def applies(request: web.Request) -> bool:
+    """True when cookie mode is on and the path is browser-facing: only then is CORS answered."""
+    return bool(request.app[state.SETTINGS].cookie_origins) and cors_path(request.path)
+
+
+def preflight(request: web.Request, allowed: str | None) -> web.Response | None:
+    """The answer to a CORS preflight (204 for an allowed origin, 403 otherwise), or None if it is not one."""
+    if request.method != "OPTIONS" or "Access-Control-Request-Method" not in request.headers:
+        return None
+    if allowed is None:
+        refused = error_response(request, ErrorShape(403, "access_denied"), "this origin may not call here")
+        _vary_origin(refused.headers)
+        return refused
+    answer = web.Response(
+        status=204,
+        headers={
+            "Access-Control-Allow-Methods": ALLOW_METHODS,
+            "Access-Control-Allow-Headers": ALLOW_HEADERS,
+            "Access-Control-Max-Age": PREFLIGHT_MAX_AGE,
+        },
+    )
+    _allow(answer.headers, allowed)
+    _vary_origin(answer.headers)
+    return answer
+
+
+def decorate(headers: MutableMapping[str, str], allowed: str | None) -> None:
+    """CORS headers on an answer (or a raised aiohttp answer's headers): allowed origins read it."""
     if allowed is not None:
-        _allow(resp.headers, allowed)
-        resp.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
-    _vary_origin(resp.headers)
-    return resp
+        _allow(headers, allowed)
+        headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    _vary_origin(headers)

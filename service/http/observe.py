@@ -1,4 +1,4 @@
-"""Per-request observation: request id, access log line, metrics; one middleware, outermost.
+"""Per-request observation: request id, access log line, metrics; outermost in the edge middleware.
 
 The request id is the caller's ``X-Request-Id`` when it is well formed (1-64 letters,
 digits, ``-`` or ``_``: no ``.``, so neither an access token nor a refresh token can pass
@@ -15,21 +15,17 @@ high-volume forward-auth deployments, and ``off`` none; metrics count every requ
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from aiohttp import web
 
 from .. import logs, state
 
 access_log = logging.getLogger("tokenward.access")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -44,41 +40,40 @@ def request_id(request: web.Request) -> str:
     return os.urandom(8).hex()
 
 
-@web.middleware
-async def observe_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Open the request's log context, then count, time and log its answer."""
-    metrics = request.app[state.METRICS]
+class Observation(NamedTuple):
+    """What ``begin`` opened for a request and ``finish`` closes."""
+
+    start: float
+    ctx: dict[str, Any]
+    token: Any
+
+
+def begin(request: web.Request) -> Observation:
+    """Open the request's log context and count it in flight."""
     start = time.perf_counter()
     rid = request_id(request)
     request[state.REQUEST_ID] = rid
     ctx, token = logs.begin_request(rid)
-    metrics.in_flight += 1
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    except asyncio.CancelledError:
-        # The client or a shutdown abandoned the request: nginx's 499, not a 500 nobody sent.
-        status = 499
-        raise
-    finally:
-        seconds = time.perf_counter() - start
-        metrics.in_flight -= 1
-        resource = request.match_info.route.resource
-        route = resource.canonical if resource is not None else "unmatched"
-        metrics.observe_request(request.method, route, status, seconds)
-        level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
-        mode = request.app[state.SETTINGS].access_log
-        if (mode == "all" or (mode == "errors" and status >= 400)) and access_log.isEnabledFor(level):
-            ms = round(seconds * 1000, 3)
-            fields = {"method": request.method, "route": route, "status": status, "duration_ms": ms}
-            fields.update((k, v) for k, v in ctx.items() if k not in _CONTEXT_ONLY)
-            access_log.log(level, "request", extra={"fields": fields})
-        logs.end_request(token)
+    request.app[state.METRICS].in_flight += 1
+    return Observation(start, ctx, token)
+
+
+def finish(request: web.Request, seen: Observation, status: int) -> None:
+    """Count, time and log the answer (``status``: what was sent, 499 if abandoned); close the context."""
+    seconds = time.perf_counter() - seen.start
+    metrics = request.app[state.METRICS]
+    metrics.in_flight -= 1
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics.observe_request(request.method, route, status, seconds)
+    level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
+    mode = request.app[state.SETTINGS].access_log
+    if (mode == "all" or (mode == "errors" and status >= 400)) and access_log.isEnabledFor(level):
+        ms = round(seconds * 1000, 3)
+        fields = {"method": request.method, "route": route, "status": status, "duration_ms": ms}
+        fields.update((k, v) for k, v in seen.ctx.items() if k not in _CONTEXT_ONLY)
+        access_log.log(level, "request", extra={"fields": fields})
+    logs.end_request(seen.token)
 
 
 async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
