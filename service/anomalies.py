@@ -21,6 +21,7 @@ lets the application step up (ask for the password again) or an SRE look.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Final
 
@@ -31,6 +32,8 @@ MAX_AGENT: Final = 256
 # A change inside these prefixes is one network (DHCP, privacy addresses), not a move.
 _IPV4_PREFIX: Final = 24
 _IPV6_PREFIX: Final = 48
+# What rotate.lua's v4net matches ('^(%d+%.%d+%.%d+)%.%d+$'): ASCII digits only.
+_DOTTED_QUAD_RE: Final = re.compile(r"^([0-9]+\.[0-9]+\.[0-9]+)\.[0-9]+\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +68,16 @@ def network_of(ip: str | None) -> str:
         addr = addr.ipv4_mapped
     prefix = _IPV4_PREFIX if addr.version == 4 else _IPV6_PREFIX
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
+
+
+def derived_network(ip: str | None) -> str:
+    """The network the rotation script derives from an address: the /24 of a dotted quad, else ''.
+
+    Where this equals ``network_of`` (every canonical IPv4 address) the session need not
+    store the network; Lua has no address parser, so anything else is stored.
+    """
+    m = _DOTTED_QUAD_RE.match(ip or "")
+    return f"{m[1]}.0/24" if m else ""
 
 
 def clean_agent(user_agent: str | None) -> str:

@@ -20,7 +20,14 @@ from typing import Any
 import orjson
 
 from . import logs
-from .anomalies import SIGNALS_CHANNEL, UNKNOWN_ORIGIN, RefreshOrigin, network_of, parse_reasons
+from .anomalies import (
+    SIGNALS_CHANNEL,
+    UNKNOWN_ORIGIN,
+    RefreshOrigin,
+    derived_network,
+    network_of,
+    parse_reasons,
+)
 from .config import Settings
 from .errors import InvalidGrant, InvalidScope, NotFound, StoreUnavailable, UnauthorizedClient
 from .metrics import Metrics
@@ -32,7 +39,6 @@ from .tokens import (
     new_id,
     new_jti,
     new_secret,
-    new_tag_key,
     seal,
     secret_hash,
     unseal,
@@ -99,7 +105,6 @@ def session_fields(
     client_id: str,
     scope: str,
     secret_hash: bytes,
-    tag_key: bytes,
     now: int,
     absolute: int,
     idle: int,
@@ -108,24 +113,23 @@ def session_fields(
 ) -> list[str | int | bytes]:
     """A new session's hash as field, value pairs (layout in ``store``), empty fields left out.
 
-    Every value stays short (hashes and keys as raw bytes, times as integers) so the hash
-    keeps Redis's compact listpack encoding; ``now`` and ``absolute`` are ms, ``idle`` s.
+    Every value stays short (hashes as raw bytes, times as integers) so the hash keeps
+    Redis's compact listpack encoding, and what the scripts can derive is not stored: the
+    tag key (the first secret's hash), the last use (``ca``) and the login's network (when
+    ``derived_network`` finds it). ``now`` and ``absolute`` are ms, ``idle`` s.
     """
     fields: list[str | int | bytes] = ["u", sub, "c", client_id]
     if scope:
         fields += ["sc", scope]
-    fields += ["g", 0, "h", secret_hash, "k", tag_key, "ca", now // 1000, "la", now // 1000]
-    fields += ["ax", absolute, "it", idle]
+    fields += ["g", 0, "h", secret_hash, "ca", now // 1000, "ax", absolute, "it", idle]
     if claims:
         fields += ["x", orjson.dumps(dict(claims)).decode()]
-    for name, value in (
-        ("dn", device.name),
-        ("ua", device.user_agent),
-        ("ip", device.ip),
-        ("nw", network_of(device.ip)),
-    ):
+    for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
         if value:
             fields += [name, value]
+    network = network_of(device.ip)
+    if network != derived_network(device.ip):
+        fields += ["nw", network]  # '' when the address only looks like one: no baseline
     return fields
 
 
@@ -168,8 +172,9 @@ class Sessions:
         now = now_ms()
         p = self.keys.partition_of_sub(sub)
         sid = new_id(p)
-        tag_key = new_tag_key()
-        refresh = RefreshToken.issue(sid, 0, tag_key)
+        secret = new_secret()
+        # Generation 0 is tagged under the secret's own hash, which the session stores anyway.
+        refresh = RefreshToken.issue(sid, 0, secret_hash(secret), secret)
         absolute = now + maximum * 1000
         expires = min(now + idle * 1000, absolute)
         fields = session_fields(
@@ -177,7 +182,6 @@ class Sessions:
             client_id=client_id,
             scope=scope,
             secret_hash=refresh.hash,
-            tag_key=tag_key,
             now=now,
             absolute=absolute,
             idle=idle,
@@ -432,7 +436,7 @@ class Sessions:
             return []
         async with self.store.client.pipeline(transaction=False) as pipe:
             for sid in sids:
-                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "dn", "ua", "ip", "ri", "ru")
+                pipe.hmget(self.keys.session(p, sid), "u", "ca", "la", "dn", "ua", "ip", "ri", "ru", "pt")
                 pipe.pttl(self.keys.session(p, sid))
             rows = await pipe.execute()
         now = now_ms()
@@ -448,7 +452,8 @@ class Sessions:
                     user_agent=text(f[4] or b""),
                     ip=text(f[5] or b""),
                     created_at=int(f[1]),
-                    last_used_at=int(f[2]),
+                    # Stored only after a grace use; else the last rotation, else the login.
+                    last_used_at=int(f[2]) if f[2] else int(f[8]) // 1000 if f[8] else int(f[1]),
                     expires_at=(now + int(pttl)) // 1000,
                     current=sid == current_sid,
                     # Until the first refresh, the last seen device is the login's.

@@ -41,17 +41,29 @@ marker detects a wipe, not lost recent writes (run AOF for that).
 
 Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope (absent when empty), ``x``
 extra claims (JSON, absent when none), ``g`` generation, ``h`` hash of the current refresh
-secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes), after the first rotation
-``p``/``pe``/``pn``/``pc`` previous hash (16 raw bytes), grace deadline (ms), grace uses
-(absent = 0) and the successor sealed under the previous secret (24 raw bytes),
-``ca``/``la`` created and last used (epoch s), ``ax`` absolute expiry (ms), ``it`` idle TTL
-(s), ``dn``/``ua``/``ip`` the device as the login backend described it, ``ri``/``ru``
-the address and agent of the latest refresh (absent while equal to the device's), ``nw``
-the network (/24, /48) of the latest refresh (at first, of the login's ``ip``),
-``rw``/``rc`` the current refresh-burst window
-(epoch s) and the refreshes counted in it (each absent when empty). Values are kept short (raw
-bytes, integers) so the hash stays listpack-encoded; nothing grows with the number of
-rotations.
+secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes; absent at generation 0,
+where it is ``h``: the first token is tagged under its own secret's hash, which only its
+holder can compute, and a tag only lets its holder end the session, as the token itself
+does), after the first rotation ``p``/``pt``/``pn``/``pc`` previous hash (16 raw bytes),
+rotation time (ms; the grace window is ``pt`` + TOKENWARD_REFRESH_GRACE), grace uses (absent =
+0) and the successor sealed under the previous secret (24 raw bytes), ``ca`` created (epoch
+s), ``la`` last used (epoch s; stored only by a grace use, else ``pt``, else ``ca``), ``ax``
+absolute expiry (ms), ``it`` idle TTL (s), ``dn``/``ua``/``ip`` the device as the login
+backend described it, ``ri``/``ru`` the address and agent of the latest refresh (absent
+while equal to the device's), ``nw`` the network (/24, /48) of the latest address (``ri``,
+else ``ip``), stored only where rotate.lua cannot derive it (``anomalies.derived_network``:
+the /24 of a dotted quad), '' for no network, ``rw``/``rc`` the current refresh-burst window
+(epoch s) and the refreshes counted in it (absent when the last rotation opened the window:
+then ``pt``, one refresh). Values are kept short (raw bytes, integers) so the hash stays
+listpack-encoded; nothing grows with the number of rotations. Sessions written before
+``pt`` (with ``pe`` the grace deadline in ms, a random ``k`` from the start, ``la``, ``nw``,
+``rw``/``rc`` always stored) are read as they are and shed those fields at their next rotation.
+
+Bytes (``benchmarks/memory.py``, Redis 7.0, one user per session, a typical device): 524 per
+new session, 653 after any number of rotations. Most of it is Redis's per-key floor (dict
+entry, key name, object header, expires entry, buckets: ~150 B per key), paid twice: by the
+session and by the user's index, which per-user listing needs without anything to clean
+(Redis < 7.4 has no per-field TTL); the listpack allocation is 192 B new, 320 B rotated.
 
 Sids and jtis start with the partition as two hex digits, so an id alone finds its
 keys; a sub maps to ``crc32(sub) % partitions``. Changing the partition count moves

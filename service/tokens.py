@@ -138,11 +138,6 @@ def new_secret() -> str:
     return _b64(secrets.token_bytes(24))
 
 
-def new_tag_key() -> bytes:
-    """A session's tag key: 128 random bits, stored raw in the session hash."""
-    return secrets.token_bytes(16)
-
-
 def secret_hash(secret: str) -> bytes:
     """SHA-256 of a refresh secret, 128 bits kept (raw bytes, as Redis stores them).
 

@@ -117,7 +117,9 @@ class TestFlagPolicy:
         (signal,) = await signals(redis_client, keys, sid)
         assert signal["reasons"] == ["network"] and signal["action"] == "flag"
         assert signal["ip"] == "127.0.0.1" and signal["sub"] == "alice" and signal["v"] == 1
-        # The new network is now the session's: the next refresh from it is quiet.
+        # The new network is now the session's (derived from ri, not stored): the next refresh from it is quiet.
+        session = keys.session(keys.partition_of_id(sid), sid)
+        assert await redis_client.hmget(session, "ri", "nw") == [b"127.0.0.1", None]
         status, third = await refresh_as(client, second["refresh_token"])
         assert status == 200, third
         assert len(await signals(redis_client, keys, sid)) == 1

@@ -21,15 +21,18 @@
 --   {-2, reasons}     an anomaly under the revoke policy: session ended, tokens denied
 -- Authenticity: the current and the previous secret are known by hash; older generations
 -- are recognised by their tag, so a forged token never ends anybody's session.
--- Hashes and the tag key are raw bytes (16 each), the sealed successor too (24); 'la' is
--- in seconds, 'it' (idle TTL) in seconds, 'ax' and 'pe' in ms; 'sc' and 'pn' may be absent.
+-- Hashes and the tag key are raw bytes (16 each), the sealed successor too (24); 'la' and
+-- 'it' (idle TTL) in seconds, 'ax' and 'pt' in ms ('pe', the deadline in ms, and an explicit
+-- 'la'/'rw'/'rc' come from sessions written before: still read). Derived fields (store.py):
+-- 'k' absent = 'h' (generation 0), 'la' absent = 'pt' (else 'ca'), 'nw' absent = the /24
+-- of the latest dotted-quad address, 'rw'/'rc' absent = the window 'pt' opened, one refresh.
 -- Hashes are compared with plain string equality: they are SHA-256 of 192-bit random
 -- secrets, so timing could at most reveal a prefix of a stored hash, which does not help
 -- to find a secret hashing to it; constant-time comparison would buy nothing here.
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x',
-  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip')
+  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip', 'pt', 'la')
 if not f[1] then
   -- Gone: expired (idle or absolute TTL) or ended; once the key is gone Redis cannot tell which.
   return {0, 'expired'}
@@ -37,6 +40,9 @@ end
 local g = tonumber(f[1])
 local pg = tonumber(ARGV[2])
 local absolute = tonumber(f[8])
+-- Until the first rotation the tag key is the first secret's hash: nothing a token holder
+-- could not already do with the token itself, and 21 bytes less per fresh session.
+local tag_key = f[3] or f[2]
 if now >= absolute then
   return {0, 'expired'}
 end
@@ -58,15 +64,23 @@ local idle_ms = tonumber(f[9]) * 1000
 local now_s = math.floor(now / 1000)
 local policy = ARGV[19]
 
+-- The network anomalies.derived_network gives: the /24 of a dotted quad, else ''. Where it
+-- is the network of the latest address, 'nw' is not stored (the common case).
+local function v4net(ip)
+  local head = ip and string.match(ip, '^(%d+%.%d+%.%d+)%.%d+$')
+  return head and (head .. '.0/24') or ''
+end
+
 -- Record where this refresh came from; compare with the previous one (anomalies.py).
 -- Only the first refresh over the burst limit in a window flags, so a burst is one signal.
 local function observe(counting)
   local reasons, set, del = {}, {}, {}
   local ip, net, ua = ARGV[16], ARGV[17], ARGV[18]
-  -- Until the first refresh, the login's device (ua, and nw from its ip) is the baseline.
+  -- Until the first refresh, the login's device (ua, and the network of its ip) is the baseline.
   local last_ip, last_ua = f[14] or f[20], f[15] or f[19]
+  local last_net = f[16] or v4net(last_ip)
   if policy ~= 'allow' then
-    if net ~= '' and f[16] and f[16] ~= net then table.insert(reasons, 'network') end
+    if net ~= '' and last_net ~= '' and last_net ~= net then table.insert(reasons, 'network') end
     if ua ~= '' and last_ua and last_ua ~= ua then table.insert(reasons, 'agent') end
   end
   -- ri/ru are kept only while they differ from the login's device: most sessions refresh
@@ -81,15 +95,32 @@ local function observe(counting)
   end
   remember('ri', ip, last_ip, f[20])
   remember('ru', ua, last_ua, f[19])
-  if net ~= '' and net ~= f[16] then table.insert(set, 'nw'); table.insert(set, net) end
+  if ip ~= '' then
+    local want = net ~= '' and net or last_net
+    if want ~= v4net(ip) then
+      if want ~= f[16] then table.insert(set, 'nw'); table.insert(set, want) end
+    elseif f[16] then
+      table.insert(del, 'nw')
+    end
+  end
   if counting and policy ~= 'allow' then
-    local rw, rc = tonumber(f[17] or 0), tonumber(f[18] or 0)
+    local rw, rc = 0, 0
+    if f[17] then
+      rw, rc = tonumber(f[17]), tonumber(f[18] or 0)
+    elseif f[21] then
+      rw, rc = math.floor(tonumber(f[21]) / 1000), 1
+    end
     if now_s - rw >= tonumber(ARGV[20]) then
-      rc = 0
-      table.insert(set, 'rw'); table.insert(set, now_s)
+      rw, rc = now_s, 0
     end
     rc = rc + 1
-    table.insert(set, 'rc'); table.insert(set, rc)
+    -- A window this rotation opens is implied by 'pt' (set below): the common case stores nothing.
+    if rc == 1 then
+      if f[17] then table.insert(del, 'rw') end
+      if f[18] then table.insert(del, 'rc') end
+    else
+      table.insert(set, 'rw'); table.insert(set, rw); table.insert(set, 'rc'); table.insert(set, rc)
+    end
     if rc == tonumber(ARGV[21]) + 1 then table.insert(reasons, 'burst') end
   end
   if #set > 0 then redis.call('HSET', s, unpack(set)) end
@@ -127,26 +158,34 @@ if pg == g then
   local stop = act(reasons)
   if stop then return stop end
   local ng = g + 1
-  redis.call('HSET', s, 'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pe', now + tonumber(ARGV[7]),
-    'pc', ARGV[6], 'la', now_s)
-  -- No grace use yet: an absent 'pn' counts as 0.
-  redis.call('HDEL', s, 'pn')
+  -- 'pt' (rotation time) stands for the grace deadline, the last use and the burst window.
+  local set = {'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pt', now, 'pc', ARGV[6]}
+  if not f[3] then table.insert(set, 'k'); table.insert(set, f[2]) end
+  redis.call('HSET', s, unpack(set))
+  -- No grace use yet (an absent 'pn' counts as 0); 'pe' and 'la' are implied by 'pt' now.
+  local del = {}
+  for i, name in pairs({[5] = 'pe', [6] = 'pn', [22] = 'la'}) do
+    if f[i] then table.insert(del, name) end
+  end
+  if #del > 0 then redis.call('HDEL', s, unpack(del)) end
   local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {1, ng, f[3], '', f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
+  return {1, ng, tag_key, '', f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
 end
 
 if pg > g or pg < 0 then
   return {0, 'invalid'}
 end
 if pg < g - 1 then
-  return {3, f[3]}
+  return {3, tag_key}
 end
 if ARGV[3] ~= f[4] then
   -- Never issued by this session: refuse without touching it.
   return {0, 'invalid'}
 end
-if now < tonumber(f[5]) then
+-- Sessions written before 'pt' carry the deadline itself ('pe').
+local deadline = f[5] and tonumber(f[5]) or tonumber(f[21]) + tonumber(ARGV[7])
+if now < deadline then
   if tonumber(f[6] or 0) >= tonumber(ARGV[8]) then
     return {0, 'invalid'}
   end
@@ -160,7 +199,7 @@ if now < tonumber(f[5]) then
   redis.call('HSET', s, 'la', now_s)
   local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {2, g, f[3], f[7], f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
+  return {2, g, tag_key, f[7], f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
 end
 
 -- An authentic, already rotated token outside the grace window: theft. End this
