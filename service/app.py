@@ -14,7 +14,6 @@ from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
 from .http.middlewares import edge_middleware
-from .http.observe import echo_request_id
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
@@ -133,7 +132,6 @@ def create_app(
         middlewares=[edge_middleware],
         client_max_size=settings.max_body_bytes,
     )
-    app.on_response_prepare.append(echo_request_id)
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)

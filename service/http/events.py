@@ -20,7 +20,7 @@ from .. import state
 from ..errors import CursorExpired, InvalidRequest
 from ..events import Cursor, EventLog
 from ..sdk.events import WIRE_VERSION, Event
-from . import auth
+from . import auth, observe
 
 #: Seconds between SSE heartbeat comments when nothing happens (proxies drop idle streams).
 HEARTBEAT_SECONDS: Final = 15.0
@@ -99,6 +99,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
+    observe.tag(request, resp.headers)
     await resp.prepare(request)
     try:
         # The current position first, so a client that connected without one can resume.

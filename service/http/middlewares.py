@@ -61,15 +61,18 @@ async def edge_middleware(request: web.Request, handler: Handler) -> web.StreamR
             except web.HTTPException as exc:
                 mapped = answer_http_exception(request, exc)
                 if mapped is None:
+                    # aiohttp's own answers (a redirect, say) are raised; they need the headers too.
                     if with_cors:
-                        # aiohttp's own answers (a redirect, say) are raised; they need the headers too.
                         cors.decorate(exc.headers, allowed)
+                    observe.tag(request, exc.headers)
                     raise
                 response = mapped
             except Exception as exc:
                 response = answer_exception(request, exc)
             if with_cors:
                 cors.decorate(response.headers, allowed)
+        if not response.prepared:  # a stream tagged itself before it started
+            observe.tag(request, response.headers)
         status = response.status
         return response
     except web.HTTPException as exc:

@@ -48,6 +48,16 @@ async def test_every_answer_carries_an_id(client: TestClient[Any, Any]) -> None:
     assert all(HEX16.fullmatch(r.headers["X-Request-Id"]) for r in answers)
 
 
+async def test_a_stream_carries_its_id_from_its_first_byte(client: TestClient[Any, Any]) -> None:
+    """The SSE feed sends its headers before the handler returns: it tags itself."""
+    resp = await client.get("/v1/revocations/events", headers={**basic("admin"), "X-Request-Id": "sse-1"})
+    try:
+        assert resp.status == 200
+        assert resp.headers["X-Request-Id"] == "sse-1"
+    finally:
+        resp.close()
+
+
 async def test_access_line_names_route_status_caller_and_outcome(client: TestClient[Any, Any]) -> None:
     with captured() as logs:
         s = await login(client, "bea")
