@@ -135,16 +135,17 @@ def connect(source: Any, socket_timeout: float, options: dict[str, Any] | None) 
     }
     if target.kind == "redis":
         return Connections(aioredis.Redis.from_url(target.url, **common), owned=True)
-    auth: dict[str, Any] = {"username": target.username, "password": target.password}
+    # The URL's credentials, unless redis_options name their own (a URL from configuration,
+    # a password from a secret store).
+    params: dict[str, Any] = {"username": target.username, "password": target.password, **common}
     if target.kind == "sentinel":
         sentinel = Sentinel(
             list(target.hosts),
             sentinel_kwargs={k: v for k, v in common.items() if k != "client_name"} | {"ssl": target.tls},
             ssl=target.tls,
-            **auth,
-            **common,
+            **params,
         )
         return Connections(sentinel.master_for(target.service, db=target.db), owned=True, sentinel=sentinel)
     nodes = [ClusterNode(host, port) for host, port in target.hosts]
-    cluster = RedisCluster(startup_nodes=nodes, ssl=target.tls, require_full_coverage=True, **auth, **common)
+    cluster = RedisCluster(startup_nodes=nodes, ssl=target.tls, require_full_coverage=True, **params)
     return Connections(cluster, owned=True)

@@ -136,9 +136,6 @@ class TestFlushall:
             assert (await verifier.verify(after)).sub == "carol"
 
 
-# Standalone: on a cluster URL, credentials in redis_options collide with the URL's (a
-# TypeError in connections.py); a ready-made cluster client would be needed.
-@pytest.mark.topologies("standalone")
 class TestMissingMarkerCannotBeSet:
     async def test_read_only_user_refuses_until_the_marker_appears(
         self,
