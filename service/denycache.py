@@ -37,31 +37,47 @@ CATCH_UP: Final = 0.05  # seconds to wait for the listener before asking Redis i
 
 
 class _CounterReads:
-    """Coalesces reads of one partition's event counter and boot marker: at most one waiting, one in flight."""
+    """Coalesces reads of one partition's event counter and boot marker: at most one waiting, one in flight.
+
+    Each waiter has a future of its own, so a request that is cancelled (its client went
+    away) cancels only itself; one shared future behind ``asyncio.shield`` would cost every
+    request an extra future and an extra trip through the loop.
+    """
 
     def __init__(self, client: Any, key: str, boot_key: str) -> None:
         self._client = client
         self._key = key
         self._boot_key = boot_key
-        self._next: asyncio.Future[tuple[int, int | None]] | None = None
+        self._waiting: list[asyncio.Future[tuple[int, int | None]]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
 
     async def read(self) -> tuple[int, int | None]:
         """The counter and the boot marker (None: missing), read after this call began."""
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            asyncio.get_running_loop().create_task(self._send(self._next))
-        return await asyncio.shield(self._next)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[tuple[int, int | None]] = loop.create_future()
+        if self._waiting is None:
+            self._waiting = [future]
+            task = loop.create_task(self._send())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        else:
+            self._waiting.append(future)
+        return await future
 
-    async def _send(self, future: asyncio.Future[tuple[int, int | None]]) -> None:
+    async def _send(self) -> None:
         await asyncio.sleep(0)  # let requests already queued on the loop join this read
-        self._next = None  # later arrivals need a read that leaves after them
+        waiting, self._waiting = self._waiting or [], None  # later arrivals need a read that leaves after them
         try:
             value, boot = await self._client.mget(self._key, self._boot_key)
         except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(exc)
         else:
-            future.set_result((int(value) if value is not None else 0, int(boot) if boot is not None else None))
+            result = (int(value) if value is not None else 0, int(boot) if boot is not None else None)
+            for future in waiting:
+                if not future.done():
+                    future.set_result(result)
 
 
 class CachedRevocations(Revocations):
@@ -87,17 +103,20 @@ class CachedRevocations(Revocations):
             boot = await self.store.ensure_boot(p)
         if claims.iat < boot:
             return True
-        if self.listener.healthy and await self._caught_up(p, counter):
+        if self.listener.healthy and (self._applied(p, counter) or await self._catch_up(p, counter)):
             return self.cache.is_denied(claims.jti, claims.sid, claims.sub, claims.iat)
         self.fallbacks += 1
         return await super().is_denied(claims)
 
-    async def _caught_up(self, p: int, counter: int) -> bool:
+    def _applied(self, p: int, counter: int) -> bool:
+        applied = self.listener.last_seq.get(p)
+        return counter == 0 or (applied is not None and applied >= counter)
+
+    async def _catch_up(self, p: int, counter: int) -> bool:
+        """Wait (at most ``CATCH_UP``) for the listener to apply ``counter``; the common case never gets here."""
         deadline = time.monotonic() + CATCH_UP
-        while True:
-            applied = self.listener.last_seq.get(p)
-            if counter == 0 or (applied is not None and applied >= counter):
-                return True
+        while not self._applied(p, counter):
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(0.001)
+        return True

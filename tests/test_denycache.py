@@ -75,3 +75,19 @@ async def test_unhealthy_listener_falls_back_to_strict(cached: TestClient[Any, A
     await cached.post("/oauth/revoke", data={"token": s["access_token"]})
     assert (await cached.get("/v1/authz", headers=bearer(s["access_token"]))).status == 401
     assert revocations.fallbacks >= 1
+
+
+async def test_a_cancelled_check_leaves_the_shared_read_to_the_others(cached: TestClient[Any, Any]) -> None:
+    """Clients that go away mid-check cancel only their own wait on the shared counter read."""
+    s = await login(cached, "quitter")
+    revocations = cached.app[state.REVOCATIONS]
+    assert isinstance(revocations, CachedRevocations)
+    claims = cached.app[state.TOKENS].verify(s["access_token"])
+    checks = [asyncio.create_task(revocations.is_denied(claims)) for _ in range(40)]
+    await asyncio.sleep(0)  # every check has joined the read; none has its answer yet
+    for task in checks[::2]:
+        task.cancel()
+    done = await asyncio.gather(*checks, return_exceptions=True)
+    assert all(isinstance(r, asyncio.CancelledError) for r in done[::2])
+    assert done[1::2] == [False] * 20, done[1::2]
+    assert revocations.fallbacks == 0, "the others were answered from the cache, not by a fallback"
