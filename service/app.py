@@ -13,7 +13,6 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
-from .http.middlewares import edge_middleware
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
@@ -128,10 +127,8 @@ def create_app(
     settings: Settings, *, keyring: KeyRing | None = None, clients: ClientRegistry | None = None
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
-    app = web.Application(
-        middlewares=[edge_middleware],
-        client_max_size=settings.max_body_bytes,
-    )
+    # No middlewares: every route handler is wrapped by the edge (``http.edge``) instead.
+    app = web.Application(client_max_size=settings.max_body_bytes)
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)

@@ -65,7 +65,8 @@ def finish(request: web.Request, seen: Observation, status: int) -> None:
     metrics = request.app[state.METRICS]
     metrics.in_flight -= 1
     resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
+    # The edge's catch-all route is named "unmatched" (http.edge.UNMATCHED): not a route template.
+    route = resource.canonical if resource is not None and resource.name != "unmatched" else "unmatched"
     metrics.observe_request(request.method, route, status, seconds)
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     mode = request.app[state.SETTINGS].access_log

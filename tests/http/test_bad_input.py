@@ -137,6 +137,12 @@ async def test_unknown_route_and_method(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/oauth/token")
     assert resp.status == 405
     assert (await resp.json())["error"] == "method_not_allowed"
+    assert resp.headers["Allow"] == "POST"
+    resp = await client.put("/v1/me/sessions/00abc")  # a templated path, another method
+    assert resp.status == 405 and resp.headers["Allow"] == "DELETE"
+    assert (await resp.json())["code"] == "method_not_allowed"
+    resp = await client.patch("/v1/users/al/sessions")
+    assert resp.status == 405 and set(resp.headers["Allow"].split(",")) == {"DELETE", "GET", "HEAD"}
 
 
 async def test_revoke_without_token_parameter(client: TestClient[Any, Any]) -> None:

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient, make_mocked_request
 
-from service.http.middlewares import edge_middleware
+from service.http.edge import around
 from tests.conftest import basic
 from tests.factories import bearer, login, refresh
 from tests.support.logcapture import captured
@@ -140,7 +140,7 @@ async def test_abandoned_request_is_499_not_500(client: TestClient[Any, Any]) ->
         raise asyncio.CancelledError
 
     with captured() as logs, pytest.raises(asyncio.CancelledError):
-        await edge_middleware(request, abandoned)
+        await around(abandoned)(request)
     (line,) = [x for x in logs.json() if x["logger"] == "tokenward.access"]
     assert line["status"] == 499
     text = await (await client.get("/metrics", headers=basic("admin"))).text()
