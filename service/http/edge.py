@@ -49,7 +49,7 @@ def query_credentials(request: web.Request) -> web.Response | None:
     return None
 
 
-UNMATCHED: Final = "unmatched"
+UNMATCHED: Final = observe.UNMATCHED
 #: The catch-all route's path: after every other route, any path at all.
 UNMATCHED_PATH: Final = r"/{path:[\s\S]*}"
 

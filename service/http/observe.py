@@ -30,6 +30,9 @@ access_log = logging.getLogger("tokenward.access")
 
 REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
 QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The route label of answers no route template matched, and the name of the edge's
+#: catch-all route that gives them (``http.edge``).
+UNMATCHED: Final = "unmatched"
 _CONTEXT_ONLY: Final = frozenset({"request_id", "caller"})
 
 
@@ -65,8 +68,7 @@ def finish(request: web.Request, seen: Observation, status: int) -> None:
     metrics = request.app[state.METRICS]
     metrics.in_flight -= 1
     resource = request.match_info.route.resource
-    # The edge's catch-all route is named "unmatched" (http.edge.UNMATCHED): not a route template.
-    route = resource.canonical if resource is not None and resource.name != "unmatched" else "unmatched"
+    route = resource.canonical if resource is not None and resource.name != UNMATCHED else UNMATCHED
     metrics.observe_request(request.method, route, status, seconds)
     level = logging.DEBUG if route in QUIET_ROUTES else logging.INFO
     mode = request.app[state.SETTINGS].access_log
