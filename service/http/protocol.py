@@ -37,6 +37,7 @@ from aiohttp.http_exceptions import (
     LineTooLong,
     TransferEncodingError,
 )
+from aiohttp.web_protocol import _ErrInfo
 
 from .. import state
 from ..metrics import Metrics
@@ -114,6 +115,20 @@ class Protocol(web.RequestHandler):
     """aiohttp's connection handler, with our answer to what its parser refuses."""
 
     metrics: Metrics | None = None
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; when it breaks inside the body a handler is reading, tell that handler.
+
+        aiohttp queues such an error as the next request's and leaves the handler waiting for
+        body bytes that will never come (until the body deadline: a 408 that misdescribes it).
+        The handler's read fails at once instead (``parsing._body``: 400, connection closed)."""
+        queued = len(self._messages)
+        super().data_received(data)
+        request = self._current_request
+        if request is None or request.content.is_eof() or len(self._messages) <= queued:
+            return
+        if isinstance(self._messages[-1][0], _ErrInfo):
+            request.content.set_exception(web.RequestPayloadError("the body's framing is malformed"))
 
     def handle_error(
         self,
