@@ -90,6 +90,29 @@ _DETAILS: Final[tuple[tuple[type[BaseException], str], ...]] = (
 )
 
 
+# Fixed texts by the parser's own reason, which starts its message (llhttp's error names; what
+# follows them quotes the request). The first match wins; the class table is the fallback.
+_REASONS: Final = (
+    ("Invalid header value char", "a header value holds a control character"),
+    ("Missing expected LF after header value", "a header line ends in a bare CR"),
+    ("Unexpected whitespace after header value", "obsolete line folding is not accepted"),
+    ("Invalid header token", "a header name is malformed"),
+    ("Duplicate Content-Length", "Content-Length appears more than once"),
+    ("Duplicate '", "a header that may appear once appears more than once"),
+    ("Invalid character in Content-Length", "Content-Length is not a number"),
+    ("Transfer-Encoding can't be present with Content-Length", "Content-Length and Transfer-Encoding together"),
+    ("Request has invalid `Transfer-Encoding`", "Transfer-Encoding must end with chunked"),
+    ("Invalid `Transfer-Encoding` header value", "Transfer-Encoding is malformed"),
+    ("Invalid character in chunk", "the chunked body is malformed"),
+    ("Chunk size overflow", "the chunked body is malformed"),
+    ("Expected LF after chunk", "the chunked body is malformed"),
+    ("Expected CRLF after chunk", "the chunked body is malformed"),
+    ("Missing 'Host' header", "an HTTP/1.1 request needs a Host header"),
+    ("Pause on PRI/Upgrade", "HTTP/2 is not served on this port"),
+    ("Received HTTPS traffic on an HTTP port", "TLS on a plain HTTP port"),
+)
+
+
 def classify(exc: BaseException | None, status: int) -> tuple[ErrorShape, str]:
     """The answer to a request aiohttp refused: its shape and a fixed detail text."""
     if status >= 500 or exc is None:
@@ -100,6 +123,10 @@ def classify(exc: BaseException | None, status: int) -> tuple[ErrorShape, str]:
         return _HEADERS_TOO_LARGE, f"a header field is longer than {LIMITS.field} bytes"
     if isinstance(exc, BadHttpMessage) and exc.message.startswith("Too many headers"):
         return _HEADERS_TOO_LARGE, f"more than {LIMITS.fields} header fields"
+    message = exc.message if isinstance(exc, BadHttpMessage) and isinstance(exc.message, str) else ""
+    for reason, detail in _REASONS:
+        if message.startswith(reason):
+            return _BAD_REQUEST, detail
     for cls, detail in _DETAILS:
         if isinstance(exc, cls):
             return _BAD_REQUEST, detail

@@ -440,7 +440,8 @@ def test_raw_request(stack: Stack, case: Case) -> None:
     seen = exchange(stack.port, data, half_close=half_close)
     first = seen.answers[0] if seen.answers else None
     shape = "-" if first is None else first.headers.get("content-type", "").split(";")[0]
-    print(f"\nRAW {case.name!r}: {first.status if first else 'no answer'} {shape}, closed={seen.closed}")
+    said = "" if first is None else orjson.loads(first.body).get("error_description", "")
+    print(f"\nRAW {case.name!r}: {first.status if first else 'no answer'} {shape} {said!r}, closed={seen.closed}")
     time.sleep(0.05)  # lines logged after the answer went out (the access line of a 499)
     log = stack.log_since(offset)
     bad_lines = [line for line in log.splitlines() if leaks(line, stack.secrets())]
