@@ -442,7 +442,8 @@ async def test_wrong_scope_and_oversized_bodies_get_their_documented_answers(
     aiohttp_client: Any, settings: Settings, keyring: KeyRing, redis_client: aioredis.Redis
 ) -> None:
     """403 for a client without the endpoint's scope, 413 for a body over the cap and 415 for a
-    compressed one, on every operation that can give them; schemathesis sends neither (its client always has the scope)."""
+    compressed one, on every operation that can give them; schemathesis sends none of them (its
+    client always has the scope)."""
     registry = ClientRegistry(
         {cid: Client(cid, hash_secret(secret), frozenset(scopes)) for cid, (secret, scopes) in CLIENTS.items()}
     )
