@@ -79,6 +79,24 @@ def _keep_lead_in(match: re.Match[str]) -> str:
 
 def redact(text: str) -> str:
     """``text`` with every credential it quotes, whole or a fragment, replaced by ``[redacted]``."""
+    # Every pattern needs one of these words (lower-cased), a credential name also a "=" or ":",
+    # and most strings of a line (a method, a route, a request id) have none: a few substring
+    # tests (~0.2 us) instead of the regex (~2 us a string, ~20 us an access line).
+    low = text.lower()
+    if not (
+        "twr_" in low
+        or "eyj" in low
+        or "basic" in low
+        or "bearer" in low
+        or "cookie" in low
+        or "__secure-" in low
+        or "__host-" in low
+        or (
+            ("=" in text or ":" in text)
+            and ("token" in low or "secret" in low or "password" in low or "assertion" in low or "verifier" in low)
+        )
+    ):
+        return text
     return _SECRET_RE.sub(_keep_lead_in, text)
 
 
