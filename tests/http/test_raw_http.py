@@ -20,6 +20,7 @@ import dataclasses
 import gzip
 import re
 import socket
+import struct
 import tempfile
 import time
 from collections.abc import Iterator
@@ -491,9 +492,13 @@ def test_a_client_hanging_up_mid_body_is_499_not_a_store_outage(stack: Stack) ->
     """Finding 11: the caller's reset was the OSError -> 503 row (a warning, and the 503 share alert)."""
     offset = stack.log_size()
     body = refresh_form(stack)
-    for _ in range(3):
+    for _ in range(2):  # a FIN mid-body
         seen = exchange(stack.port, post("/oauth/token", body)[:-20], half_close=True)
         assert not seen.answers and seen.closed
+    with socket.create_connection(("127.0.0.1", stack.port), timeout=3) as sock:  # an RST mid-body
+        sock.sendall(post("/oauth/token", body)[:-20])
+        time.sleep(0.1)  # the handler is reading the body
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     time.sleep(0.1)
     log = stack.log_since(offset)
     assert "store unavailable" not in log and '"status":503' not in log, log[-2000:]
