@@ -16,6 +16,7 @@ Each case prints its observed answer (``pytest -s`` or ``-rA``) for the issue's 
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import gzip
 import re
@@ -121,16 +122,16 @@ class Stack:
             return fh.read().decode("utf-8", "replace")
 
 
-@pytest.fixture(scope="module")
-def stack(keyring: KeyRing) -> Iterator[Stack]:
-    """One service at DEBUG on its own Redis, and a real session whose tokens the cases carry."""
+@contextlib.contextmanager
+def running(keyring: KeyRing, log_format: str) -> Iterator[Stack]:
+    """A service at DEBUG on its own Redis, and a real session whose tokens the cases carry."""
     redis = RedisServer().start()
     directory = Path(tempfile.mkdtemp(prefix="tw-raw-"))
     env = {
         "TOKENWARD_REDIS_URL": redis.url,
         **write_config(directory, keyring, CLIENT_SECRETS),
         "TOKENWARD_LOG_LEVEL": "DEBUG",
-        "TOKENWARD_LOG_FORMAT": "JSON",
+        "TOKENWARD_LOG_FORMAT": log_format,
         # A body that stops short is answered 408 after this long (the suite waits for it once).
         "TOKENWARD_CLIENT_TIMEOUT": "1",
     }
@@ -142,6 +143,13 @@ def stack(keyring: KeyRing) -> Iterator[Stack]:
     finally:
         service.stop()
         redis.close()
+
+
+@pytest.fixture(scope="module")
+def stack(keyring: KeyRing) -> Iterator[Stack]:
+    """The service the cases run against, logging JSON (production's format)."""
+    with running(keyring, "JSON") as started:
+        yield started
 
 
 def head(method: str, target: str, *lines: str | bytes, version: str = "HTTP/1.1", host: bool = True) -> bytes:
@@ -517,3 +525,15 @@ def test_parser_refusals_are_counted_under_one_route(stack: Stack) -> None:
         r'tokenward_http_requests_total\{[^}]*route="malformed"[^}]*status="400"\} [1-9]',
         metrics.answers[0].body.decode(),
     )
+
+
+def test_text_format_logs_hold_no_secret_either(keyring: KeyRing) -> None:
+    """Every case once more against a service logging text (development's format): the redaction
+    step is in both formatters, and text tracebacks span several lines."""
+    with running(keyring, "TEXT") as text:
+        for case in CASES:
+            exchange(text.port, case.build(text), half_close=case.shape == "none", wait=1.5)
+        time.sleep(0.1)
+        log = text.log_since(0)
+    assert "malformed request refused" in log, log[-2000:]
+    assert not [line for line in log.splitlines() if leaks(line, text.secrets())]
