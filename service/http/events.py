@@ -41,7 +41,7 @@ def _json(data: object, status: int = 200) -> web.Response:
 
 async def revocations(request: web.Request) -> web.Response:
     """GET /v1/revocations[?since=<cursor>&limit=N] (scope events): snapshot or events since."""
-    auth.client(request, "events")
+    await auth.client(request, "events")
     log = _log(request)
     # Checked with or without since: a bad parameter is refused, never silently ignored.
     raw_limit = request.query.get("limit", "1000")
@@ -92,7 +92,7 @@ async def _follow(
 
 async def events(request: web.Request) -> web.StreamResponse:
     """GET /v1/revocations/events (scope events): the SSE feed; resumes from Last-Event-ID."""
-    auth.client(request, "events")
+    await auth.client(request, "events")
     log = _log(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("since")
     cursor = Cursor.parse(raw, log.partitions) if raw else await log.position()

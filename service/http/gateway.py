@@ -15,8 +15,8 @@ import orjson
 from aiohttp import web
 
 from .. import logs, state
-from ..errors import ClientAuthError, InsufficientScope, InvalidRequest, InvalidToken
-from . import auth, limits, parsing
+from ..errors import InsufficientScope, InvalidRequest, InvalidToken
+from . import auth, parsing
 
 INACTIVE: Final = b'{"active":false}'
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -24,12 +24,7 @@ _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 async def introspect(request: web.Request) -> web.Response:
     """POST /oauth/introspect (scope introspect); failed authentications are rate limited."""
-    try:
-        auth.client(request, "introspect")
-    except ClientAuthError as exc:
-        await limits.authenticated(request, failure=exc)
-        raise
-    await limits.authenticated(request, failure=None)
+    await auth.client(request, "introspect")
     data = await parsing.form(request, request.app[state.SETTINGS].max_body_bytes)
     token = data.get("token")
     if token is None:

@@ -69,7 +69,7 @@ def _device(data: dict[str, Any]) -> Device:
 
 async def create(request: web.Request) -> web.Response:
     """POST /v1/sessions (scope sessions:write): log a user in."""
-    client = auth.client(request, "sessions:write")
+    client = await auth.client(request, "sessions:write")
     settings = request.app[state.SETTINGS]
     data = await parsing.json_object(request, settings.max_body_bytes)
     sub = _sub(parsing.string(data, "sub", required=True, max_len=255))
@@ -119,7 +119,7 @@ async def end_my_sessions(request: web.Request) -> web.Response:
 
 async def user_sessions(request: web.Request) -> web.Response:
     """GET /v1/users/{sub}/sessions (scope admin)."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     sub = _sub(request.match_info["sub"])
     rows = await request.app[state.SESSIONS].list(sub)
     return _json({"sessions": [r.as_dict() for r in rows]})
@@ -127,14 +127,14 @@ async def user_sessions(request: web.Request) -> web.Response:
 
 async def end_session(request: web.Request) -> web.Response:
     """DELETE /v1/sessions/{sid} (scope admin)."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     await request.app[state.SESSIONS].end(request.match_info["sid"], reason="admin")
     return web.Response(status=204)
 
 
 async def end_user_sessions(request: web.Request) -> web.Response:
     """DELETE /v1/users/{sub}/sessions (scope admin): log out everywhere, e.g. after a password change."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     sub = _sub(request.match_info["sub"])
     ended = await request.app[state.SESSIONS].end_all(sub, reason="admin_logout_all")
     return _json({"ended": ended})
@@ -142,7 +142,7 @@ async def end_user_sessions(request: web.Request) -> web.Response:
 
 async def revocations(request: web.Request) -> web.Response:
     """POST /v1/revocations (scope admin): ``{jti, exp} | {sid} | {sub}`` with a ``reason`` kept for audit."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     data = await parsing.json_object(request, request.app[state.SETTINGS].max_body_bytes)
     kinds = [k for k in ("jti", "sid", "sub") if k in data]
     if len(kinds) != 1:

@@ -1,0 +1,74 @@
+"""Edges between checks, against a real service process on a real Redis (issue 15).
+
+The failed-client-authentication budget on every endpoint that takes client credentials.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from service.keys import KeyRing
+from tests.conftest import CLIENT_SECRETS, basic
+from tests.support.processes import ServiceProcess, write_config
+from tests.support.redis_servers import RedisServer
+
+
+@pytest.fixture(name="service", scope="module")
+def _service(tmp_path_factory: pytest.TempPathFactory, keyring: KeyRing) -> Iterator[ServiceProcess]:
+    redis = RedisServer().start()
+    env = write_config(Path(tmp_path_factory.mktemp("edges")), keyring, CLIENT_SECRETS)
+    # Rate limits on, as deployed: the default failed-authentication budget (burst 10).
+    service = ServiceProcess({**env, "TOKENWARD_REDIS_URL": redis.url, "TOKENWARD_RATELIMIT": "on"})
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+        redis.close()
+
+
+async def session_from(address: str) -> aiohttp.ClientSession:
+    """An HTTP client whose connections leave from ``address`` (any of 127/8 is loopback): its own budget."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(address, 0)))
+
+
+# Every endpoint that takes client credentials, except /oauth/token and /oauth/revoke (which
+# charge failures with their other limits: tests/http/test_hostile.py).
+CREDENTIALED = [
+    ("GET", "/metrics"),
+    ("GET", "/v1/users/x/sessions"),
+    ("DELETE", "/v1/users/x/sessions"),
+    ("DELETE", "/v1/sessions/00abc"),
+    ("POST", "/v1/sessions"),
+    ("POST", "/v1/revocations"),
+    ("GET", "/v1/revocations"),
+    ("GET", "/v1/revocations/events"),
+    ("POST", "/oauth/introspect"),
+]
+
+
+@pytest.mark.parametrize(("index", "method", "path"), [(i, *e) for i, e in enumerate(CREDENTIALED)])
+async def test_failed_client_authentication_is_limited_everywhere(
+    service: ServiceProcess, index: int, method: str, path: str
+) -> None:
+    """30 wrong secrets from one address: 429 after the burst, then even the right secret is 429
+    (the address learns nothing about its guesses), while another address is not affected."""
+    address = f"127.0.15.{index + 1}"
+    async with await session_from(address) as http:
+        statuses = []
+        for i in range(30):
+            async with http.request(method, service.url + path, headers=basic("admin", f"guess-{i}")) as resp:
+                statuses.append(resp.status)
+        assert set(statuses) <= {401, 429} and 429 in statuses, statuses
+        assert statuses.index(429) <= 11, statuses
+        async with http.request(method, service.url + path, headers=basic("admin")) as resp:
+            assert resp.status == 429
+    async with (
+        await session_from(f"127.0.16.{index + 1}") as other,
+        other.get(service.url + "/metrics", headers=basic("admin")) as resp,
+    ):
+        assert resp.status == 200
