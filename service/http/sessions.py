@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .. import state
 from ..errors import InvalidRequest
+from ..sdk.identity import UnsafeSub, check_sub
 from ..sessions import Device
 from ..tokens import RESERVED_CLAIMS
 from . import auth, cookies, parsing
@@ -28,6 +29,17 @@ def _sub(value: str) -> str:
     if not value or len(value) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidRequest("sub must be 1-255 printable characters")
     return value
+
+
+def _login_sub(value: str) -> str:
+    """A new session's sub must be a safe identifier (``sdk.identity``: one rule, SDK and service).
+
+    The older, wider rule (``_sub``) still addresses sessions opened before this one applied.
+    """
+    try:
+        return check_sub(value)
+    except UnsafeSub as exc:
+        raise InvalidRequest(exc.reason) from None
 
 
 def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -72,7 +84,7 @@ async def create(request: web.Request) -> web.Response:
     client = await auth.client(request, "sessions:write")
     settings = request.app[state.SETTINGS]
     data = await parsing.json_object(request, settings.max_body_bytes)
-    sub = _sub(parsing.string(data, "sub", required=True, max_len=255))
+    sub = _login_sub(parsing.string(data, "sub", required=True, max_len=255))
     delivery = parsing.string(data, "delivery", max_len=16) or "body"
     if delivery not in ("body", "cookie"):
         raise InvalidRequest("delivery must be body or cookie")

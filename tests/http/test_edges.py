@@ -1,17 +1,23 @@
 """Edges between checks, against a real service process on a real Redis (issue 15).
 
-The failed-client-authentication budget on every endpoint that takes client credentials.
+The failed-client-authentication budget on every endpoint that takes client credentials;
+login refuses a sub that is not a safe identifier.
 """
 
 from __future__ import annotations
 
+import json
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
 
 from service.keys import KeyRing
+from service.sdk.identity import MAX_SUB_BYTES
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer
@@ -72,3 +78,26 @@ async def test_failed_client_authentication_is_limited_everywhere(
         other.get(service.url + "/metrics", headers=basic("admin")) as resp,
     ):
         assert resp.status == 200
+
+
+def call(service: ServiceProcess, method: str, path: str, client: str, body: Any = None) -> tuple[int, Any]:
+    """One request as ``client`` (blocking: hypothesis drives it); the status and JSON body."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {**basic(client), "Content-Type": "application/json"}
+    request = urllib.request.Request(service.url + path, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 - loopback
+            raw = resp.read()
+            return resp.status, json.loads(raw) if raw else None
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.mark.parametrize(
+    "sub",
+    [" admin", "admin ", "\tadmin", "ad\u0085min", "ad\u202emin", "ad\u200bmin", "\ufeffadmin", "e\u0301", ".", "..",
+     "a\u2028b", "ü" * (MAX_SUB_BYTES // 2 + 1)],
+)  # fmt: skip
+def test_login_refuses_a_sub_that_is_not_a_safe_identifier(service: ServiceProcess, sub: str) -> None:
+    status, body = call(service, "POST", "/v1/sessions", "login", {"sub": sub})
+    assert (status, body["code"]) == (400, "invalid_request")
