@@ -1,7 +1,7 @@
 """Edges between checks, against a real service process on a real Redis (issue 15).
 
 The failed-client-authentication budget on every endpoint that takes client credentials;
-login refuses a sub that is not a safe identifier.
+every sub that login accepts is addressable by the admin endpoints that take a sub.
 """
 
 from __future__ import annotations
@@ -12,12 +12,15 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from service.keys import KeyRing
-from service.sdk.identity import MAX_SUB_BYTES
+from service.sdk.identity import MAX_SUB_BYTES, is_safe_sub
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer
@@ -91,6 +94,40 @@ def call(service: ServiceProcess, method: str, path: str, client: str, body: Any
             return resp.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+# Every character class login may meet: path syntax, braces, percent, spaces, non-ASCII, and the
+# characters the sub rule refuses (control, format, separators), which the filter then drops.
+SUBS = st.text(
+    st.one_of(
+        st.sampled_from("/%{}?#;+&= .~-_:@!$'()*,[]\\\"<>|^`"),
+        st.characters(codec="utf-8"),
+    ),
+    min_size=1,
+    max_size=40,
+).filter(is_safe_sub)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sub=SUBS)
+@example(sub="{admin}")
+@example(sub="a/b")
+@example(sub="50%")
+@example(sub="%2F")
+@example(sub="a b")
+@example(sub="...")
+@example(sub="ü" * (MAX_SUB_BYTES // 2))
+def test_every_sub_login_accepts_is_addressable(service: ServiceProcess, sub: str) -> None:
+    """Login, then find and end the user's sessions by the sub, percent-encoded in the path."""
+    status, _ = call(service, "POST", "/v1/sessions", "login", {"sub": sub})
+    assert status == 201
+    path = f"/v1/users/{quote(sub, safe='')}/sessions"
+    status, listed = call(service, "GET", path, "admin")
+    assert status == 200 and len(listed["sessions"]) >= 1, (status, listed)
+    status, ended = call(service, "DELETE", path, "admin")
+    assert status == 200 and ended["ended"] >= 1, (status, ended)
+    status, listed = call(service, "GET", path, "admin")
+    assert (status, listed["sessions"]) == (200, [])
 
 
 @pytest.mark.parametrize(
