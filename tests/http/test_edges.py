@@ -22,22 +22,15 @@ from hypothesis import strategies as st
 from service.keys import KeyRing
 from service.sdk.identity import MAX_SUB_BYTES, is_safe_sub
 from tests.conftest import CLIENT_SECRETS, basic
-from tests.support.processes import ServiceProcess, write_config
-from tests.support.redis_servers import RedisServer
+from tests.support.processes import ServiceProcess, service_on_own_redis
 
 
 @pytest.fixture(name="service", scope="module")
 def _service(tmp_path_factory: pytest.TempPathFactory, keyring: KeyRing) -> Iterator[ServiceProcess]:
-    redis = RedisServer().start()
-    env = write_config(Path(tmp_path_factory.mktemp("edges")), keyring, CLIENT_SECRETS)
     # Rate limits on, as deployed: the default failed-authentication budget (burst 10).
-    service = ServiceProcess({**env, "TOKENWARD_REDIS_URL": redis.url, "TOKENWARD_RATELIMIT": "on"})
-    try:
-        service.start()
+    directory = Path(tmp_path_factory.mktemp("edges"))
+    with service_on_own_redis(directory, keyring, CLIENT_SECRETS, {"TOKENWARD_RATELIMIT": "on"}) as service:
         yield service
-    finally:
-        service.stop()
-        redis.close()
 
 
 async def session_from(address: str) -> aiohttp.ClientSession:
