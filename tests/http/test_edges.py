@@ -6,7 +6,9 @@ every sub that login accepts is addressable by the admin endpoints that take a s
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,12 +18,15 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+import redis.asyncio as aioredis
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from service import state
+from service.fanout import QUEUE_BATCHES, SlowReader
 from service.keys import KeyRing
 from service.sdk.identity import MAX_SUB_BYTES, is_safe_sub
-from tests.conftest import CLIENT_SECRETS, basic
+from tests.conftest import CLIENT_SECRETS, AppFactory, basic
 from tests.support.processes import ServiceProcess, service_on_own_redis
 
 
@@ -131,3 +136,57 @@ def test_every_sub_login_accepts_is_addressable(service: ServiceProcess, sub: st
 def test_login_refuses_a_sub_that_is_not_a_safe_identifier(service: ServiceProcess, sub: str) -> None:
     status, body = call(service, "POST", "/v1/sessions", "login", {"sub": sub})
     assert (status, body["code"]) == (400, "invalid_request")
+
+
+async def test_event_streams_share_one_redis_connection(tmp_path: Path, keyring: KeyRing) -> None:
+    """More SSE streams than the pool has connections: the service's connections stay within the
+    pool plus the one fan-out reader, and every stream still receives a revocation."""
+    max_connections, streams = 4, 12
+    env = {"TOKENWARD_REDIS_MAX_CONNECTIONS": str(max_connections)}
+    with service_on_own_redis(tmp_path, keyring, CLIENT_SECRETS, env) as service:
+        redis = aioredis.Redis.from_url(service.env["TOKENWARD_REDIS_URL"])
+        own = await redis.client_id()
+        async with aiohttp.ClientSession() as http:
+            responses = [
+                await http.get(service.url + "/v1/revocations/events", headers=basic("admin")) for _ in range(streams)
+            ]
+            try:
+                for resp in responses:
+                    assert resp.status == 200
+                    assert (await read_event(resp)) == "ready"
+                connections = [c for c in await redis.client_list() if int(c["id"]) != own]
+                assert len(connections) <= max_connections + 1, connections
+                async with http.post(
+                    service.url + "/v1/revocations", json={"sub": "everyone"}, headers=basic("admin")
+                ) as resp:
+                    assert resp.status == 200
+                for resp in responses:
+                    assert await asyncio.wait_for(read_event(resp), 10) == "revocation"
+            finally:
+                for resp in responses:
+                    resp.close()
+        await redis.aclose()
+
+
+async def read_event(resp: aiohttp.ClientResponse) -> str:
+    """The name of the next SSE event (comments and other fields skipped)."""
+    while True:
+        line = (await resp.content.readline()).decode()
+        if line.startswith("event: "):
+            return line.removeprefix("event: ").strip()
+
+
+async def test_a_slow_stream_is_dropped_not_waited_for(make_client: AppFactory) -> None:
+    """A subscriber that reads nothing is dropped after QUEUE_BATCHES batches; the others go on."""
+    client = await make_client()
+    fanout = client.app[state.FANOUT]
+    reader, sleeper = await fanout.subscribe(), await fanout.subscribe()
+    exp = int(time.time()) + 300
+    for i in range(QUEUE_BATCHES + 1):
+        await client.app[state.REVOCATIONS].revoke_jti(f"00slow{i:04d}", exp, "test")
+        # Wait for it: one revocation per fan-out batch.
+        batch = await asyncio.wait_for(reader.queue.get(), 10)
+        assert isinstance(batch, list) and batch[0].id == f"00slow{i:04d}"
+    assert fanout.subscribers == 1
+    assert sleeper.queue.qsize() == 1 and isinstance(sleeper.queue.get_nowait(), SlowReader)
+    fanout.unsubscribe(reader)
