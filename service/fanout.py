@@ -18,7 +18,6 @@ starts the readers again, from the streams' current end (each stream catches up 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -178,6 +177,5 @@ class Fanout:
         _, pending = await asyncio.wait(tasks, timeout=BLOCK_MS / 1000 + 1)
         for task in pending:
             task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)
