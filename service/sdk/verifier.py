@@ -39,8 +39,9 @@ REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "sid")
 #: The service's default TOKENWARD_ACCESS_TTL: the longest lifetime a token may claim.
 DEFAULT_ACCESS_TTL: Final = 300
 _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"})
-# Unpadded base64url, as JWS compact serialisation requires (RFC 7515 §2).
-_B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+# Three parts of unpadded base64url, as JWS compact serialisation requires (RFC 7515 §2);
+# fullmatch-anchored with \Z, which unlike $ refuses a trailing newline.
+_COMPACT_RE: Final = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\Z")
 _ALGORITHMS: Final = get_default_algorithms()
 #: A sid or jti: the partition as two hex digits, then the random part (docs/events.md).
 ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
@@ -137,12 +138,9 @@ def _b64decode(segment: str) -> bytes:
 
 
 def _segments(token: str, max_token_bytes: int = MAX_TOKEN_BYTES) -> list[str]:
-    if len(token) > max_token_bytes or token.count(".") != 2:
+    if len(token) > max_token_bytes or _COMPACT_RE.match(token) is None:
         raise InvalidToken("malformed token")
-    parts = token.split(".")
-    if not all(_B64URL_RE.match(part) for part in parts):
-        raise InvalidToken("malformed token")
-    return parts
+    return token.split(".")
 
 
 def _json_object(segment: str, reason: str) -> dict[str, Any]:

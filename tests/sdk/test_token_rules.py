@@ -196,3 +196,11 @@ async def test_service_and_sdk_decide_alike(service: ServiceProcess, keyring: Ke
     verifier = Verifier(RingKeys(keyring), issuer=ISSUER, audience=AUDIENCE, access_ttl=TTL)
     decisions = {"service": service_accepts(service, token), "sdk": await sdk_accepts(verifier, token)}
     assert decisions == {"service": accepted, "sdk": accepted}
+
+
+async def test_a_trailing_newline_is_refused(keyring: KeyRing) -> None:
+    """No HTTP header carries it, but the SDK is also called with tokens from elsewhere ("$" would let it by)."""
+    token = jwt_of()(keyring, int(time.time()))
+    verifier = Verifier(RingKeys(keyring), issuer=ISSUER, audience=AUDIENCE, access_ttl=TTL)
+    assert await sdk_accepts(verifier, token)
+    assert not await sdk_accepts(verifier, token + "\n")
