@@ -8,6 +8,7 @@ from .. import logs, state
 from ..clients import Client
 from ..errors import ClientAuthError, InvalidRequest, InvalidToken
 from ..tokens import AccessClaims
+from . import limits
 from .parsing import bearer
 
 
@@ -19,9 +20,21 @@ def _authorization(request: web.Request) -> str | None:
     return values[0] if values else None
 
 
-def client(request: web.Request, scope: str) -> Client:
-    """The authenticated client, which must hold ``scope``."""
-    found = request.app[state.CLIENTS].authenticate(_authorization(request))
+async def client(request: web.Request, scope: str) -> Client:
+    """The authenticated client, which must hold ``scope``.
+
+    Every endpoint that takes client credentials comes here, so every one meets the
+    failed-authentication budget of the caller's address (``limits.authenticated``): a
+    failure is charged, a success only checked in memory. The OAuth token and revocation
+    endpoints, where credentials are optional, charge it with their other limits instead
+    (``attempt`` and ``limits.oauth``).
+    """
+    try:
+        found = request.app[state.CLIENTS].authenticate(_authorization(request))
+    except ClientAuthError as exc:
+        await limits.authenticated(request, failure=exc)
+        raise
+    await limits.authenticated(request, failure=None)
     logs.set_caller("client", found.id)
     found.require(scope)
     request[state.CLIENT] = found

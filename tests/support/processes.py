@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from service.clients import hash_secret
@@ -162,6 +163,23 @@ class Nginx:
                 self.proc.stderr.close()
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def service_on_own_redis(
+    directory: Path, ring: KeyRing, clients: dict[str, tuple[str, set[str]]], env: dict[str, str]
+) -> Iterator[ServiceProcess]:
+    """A started service process (config in ``directory``, ``env`` on top) on a Redis of its own."""
+    from tests.support.redis_servers import RedisServer
+
+    redis = RedisServer().start()
+    service = ServiceProcess({**write_config(directory, ring, clients), "TOKENWARD_REDIS_URL": redis.url, **env})
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+        redis.close()
 
 
 @contextlib.contextmanager
