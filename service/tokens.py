@@ -57,7 +57,7 @@ _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"
 # Verified tokens remembered per process: ~2 kB each, so at most ~20 MB.
 VERIFIED_CACHE_SIZE: Final = 10_000
 # Unpadded base64url, as JWS compact serialisation requires (RFC 7515 §2).
-_B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*$")
+_B64URL_RE: Final = re.compile(r"^[A-Za-z0-9_-]*\Z")  # \Z: "$" also matches before a final newline
 _ALGORITHMS: Final = get_default_algorithms()
 _REFRESH_RE: Final = re.compile(
     r"^twr_([0-9a-f]{2}[A-Za-z0-9_-]{22})\.(0|[1-9][0-9]{0,8})\.([A-Za-z0-9_-]{32})\.([0-9a-f]{16})$"
@@ -117,7 +117,7 @@ class RefreshToken:
     @classmethod
     def parse(cls, raw: str) -> RefreshToken | None:
         """Parse strictly; None for anything that is not one of ours."""
-        m = _REFRESH_RE.match(raw)
+        m = _REFRESH_RE.fullmatch(raw)  # match() would let a trailing newline through ($)
         if m is None:
             return None
         return cls(sid=m[1], gen=int(m[2]), secret=m[3], tag=m[4])

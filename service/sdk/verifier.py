@@ -28,7 +28,7 @@ MAX_TOKEN_BYTES: Final = 4096
 REQUIRED_CLAIMS: Final = ("iss", "sub", "aud", "exp", "iat", "jti", "sid")
 _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit"})
 #: A sid or jti: the partition as two hex digits, then the random part (docs/events.md).
-ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
+ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}\Z")  # \Z: "$" also matches before a final newline
 
 
 class InvalidToken(Exception):
