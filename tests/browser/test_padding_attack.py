@@ -292,3 +292,30 @@ async def test_error_answers_set_no_cookie_they_did_not_mean(
     statuses = [row["status"] for row in rows]
     assert statuses[5] == 200 and statuses[6] == 200 and statuses[7] in (400, 401), statuses
     assert all(400 <= status < 500 for status in statuses[:5]), statuses
+
+
+def altered(token: str) -> set[str]:
+    """``token`` with its tag cut (at 0, 8, 9 or 15 characters) and zero-filled, or its last
+    character changed: what the echo used to show, completed by guesswork."""
+    head, _, tag = token.rpartition(".")
+    forged = {f"{head}.{(tag[:kept] + '0' * 16)[:16]}" for kept in (0, 8, 9, 15)}
+    forged.add(f"{head}.{tag[:15]}{'1' if tag[15] != '1' else '2'}")
+    forged.discard(token)  # a tag that happens to end in zeros is the real one
+    return forged
+
+
+async def test_the_echoed_prefix_with_any_tag_refreshes_nothing(
+    context: BrowserContext, proxied: Proxied, http: aiohttp.ClientSession
+) -> None:
+    """Finding 1(c): what the echo used to show (the token up to part of its tag), completed
+    with any tag, is refused. A refresh token counts only whole: for the current generation,
+    and for the previous one within the retry grace (which hands out the same successor)."""
+    page, token = await signed_in(context, proxied, http)
+    rotated = await page.evaluate(POST_FROM_PAGE, ["/oauth/token", "grant_type=refresh_token"])
+    assert rotated["status"] == 200, rotated
+    (current,) = [c["value"] for c in await context.cookies() if c["name"] == COOKIE]
+    in_grace = await attempts(http, proxied, altered(token))
+    latest = await attempts(http, proxied, altered(current))
+    print(f"\nthe previous token (in grace) with altered tags: {in_grace}")
+    print(f"the current token with altered tags: {latest}")
+    assert len(in_grace) == len(latest) == 5 and 200 not in {*in_grace.values(), *latest.values()}, (in_grace, latest)
