@@ -319,3 +319,29 @@ async def test_the_echoed_prefix_with_any_tag_refreshes_nothing(
     print(f"\nthe previous token (in grace) with altered tags: {in_grace}")
     print(f"the current token with altered tags: {latest}")
     assert len(in_grace) == len(latest) == 5 and 200 not in {*in_grace.values(), *latest.values()}, (in_grace, latest)
+
+
+async def test_what_nginx_forwards_is_what_its_config_says(
+    context: BrowserContext, proxied: Proxied, http: aiohttp.ClientSession
+) -> None:
+    """The limits deploy/nginx/browser-sessions.conf documents: over HTTP/1.1 one Cookie line
+    fits an 8k buffer (a value of 8182 bytes reaches Tokenward, 8183 gets nginx's own 400); over
+    HTTP/2 the jar reaches Tokenward as one line of ~28 kB (the padding test) and past the 32k
+    header list nginx refuses the request itself. Neither refusal echoes anything."""
+    reached = {}
+    for size in (8182, 8183):
+        cookie = "a=" + secrets.token_hex(size)[: size - 2]
+        async with http.post(
+            f"{proxied.app}/oauth/token", headers={"Cookie": cookie, "Origin": proxied.app}, ssl=False
+        ) as resp:
+            text = await resp.text()
+            reached[size] = (resp.status, "Request Header Or Cookie Too Large" in text, leaks(text, [cookie]))
+    print(f"\nHTTP/1.1 Cookie value bytes -> (status, nginx's own refusal, leaks): {reached}")
+    assert reached[8182][:2] != (400, True) and reached[8183] == (400, True, []), reached
+
+    page, token = await signed_in(context, proxied, http)
+    padding: list[str] = await page.evaluate(SET_PADDING, [9, PADDING_BYTES])
+    answer = await page.evaluate(POST_FROM_PAGE, ["/oauth/token", "grant_type=refresh_token"])
+    print(f"HTTP/2 with a ~36 kB jar: {answer['status']} {answer['body'][:120]!r}")
+    assert answer["status"] in (0, 400) and not leaks(answer["body"], [token, *padding]), answer
+    await page.evaluate(CLEAR_PADDING, 9)
