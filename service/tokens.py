@@ -104,7 +104,7 @@ class RefreshToken:
     @classmethod
     def parse(cls, raw: str) -> RefreshToken | None:
         """Parse strictly; None for anything that is not one of ours."""
-        m = _REFRESH_RE.match(raw)
+        m = _REFRESH_RE.fullmatch(raw)  # match() would let a trailing newline through ($)
         if m is None:
             return None
         return cls(sid=m[1], gen=int(m[2]), secret=m[3], tag=m[4])

@@ -6,18 +6,10 @@ from aiohttp import web
 
 from .. import logs, state
 from ..clients import Client
-from ..errors import ClientAuthError, InvalidRequest, InvalidToken
+from ..errors import ClientAuthError, InvalidToken
 from ..tokens import AccessClaims
 from . import limits
-from .parsing import bearer
-
-
-def _authorization(request: web.Request) -> str | None:
-    """The one Authorization header; two would leave it to chance which one counts."""
-    values = request.headers.getall("Authorization", [])
-    if len(values) > 1:
-        raise InvalidRequest("more than one Authorization header")
-    return values[0] if values else None
+from .parsing import authorization, bearer
 
 
 async def client(request: web.Request, scope: str) -> Client:
@@ -30,7 +22,7 @@ async def client(request: web.Request, scope: str) -> Client:
     (``attempt`` and ``limits.oauth``).
     """
     try:
-        found = request.app[state.CLIENTS].authenticate(_authorization(request))
+        found = request.app[state.CLIENTS].authenticate(authorization(request))
     except ClientAuthError as exc:
         await limits.authenticated(request, failure=exc)
         raise
@@ -47,7 +39,7 @@ def attempt(request: web.Request) -> tuple[Client | None, ClientAuthError | None
     ``(client, None)`` when the credentials are good, ``(None, error)`` when an Authorization
     header was sent but fails, ``(None, None)`` when there is none (a public client).
     """
-    header = _authorization(request)
+    header = authorization(request)
     if header is None:
         return None, None
     try:

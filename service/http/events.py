@@ -22,6 +22,7 @@ from ..events import Cursor, EventLog
 from ..fanout import SlowReader, unseen
 from ..sdk.events import WIRE_VERSION, Event
 from . import auth, observe
+from .errors import answer_exception
 
 #: Seconds between SSE heartbeat comments when nothing happens (proxies drop idle streams).
 HEARTBEAT_SECONDS: Final = 15.0
@@ -120,6 +121,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     except ConnectionResetError:
         # The client went away mid-write: nothing left to say.
         pass
+    except Exception as exc:
+        # The 200 and part of the stream are already out: an error answer now would be a
+        # second response written into the body. The error is logged as the error table logs
+        # it (its answer is dropped) and the stream ends cleanly; the client reconnects after
+        # ``retry`` and resumes from its Last-Event-ID.
+        answer_exception(request, exc)
     finally:
         fanout.unsubscribe(subscription)
     return resp

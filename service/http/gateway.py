@@ -39,7 +39,11 @@ async def introspect(request: web.Request) -> web.Response:
 
 async def authz(request: web.Request) -> web.Response:
     """Forward-auth: 200 with identity headers, or 401/403 with a Bearer challenge."""
-    token = parsing.bearer(request)
+    try:
+        token = parsing.bearer(request)
+    except InvalidRequest:
+        # Two Authorization headers: refused as everywhere, in forward-auth's own shape.
+        return invalid_request()
     if token is None:
         return _deny(401, 'Bearer realm="tokenward"')
     try:
@@ -65,6 +69,12 @@ async def authz(request: web.Request) -> web.Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+def invalid_request() -> web.Response:
+    """Forward-auth's answer to a request it cannot read (RFC 6750 §3.1 ``invalid_request``):
+    a 401 challenge, since gateways turn anything but 2xx/401/403 into a 500."""
+    return _deny(401, 'Bearer realm="tokenward", error="invalid_request"')
 
 
 def _deny(status: int, challenge: str, detail: str = "") -> web.Response:

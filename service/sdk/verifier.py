@@ -44,7 +44,7 @@ _FORBIDDEN_HEADERS: Final = frozenset({"jku", "x5u", "jwk", "x5c", "crit", "b64"
 _COMPACT_RE: Final = re.compile(r"[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\Z")
 _ALGORITHMS: Final = get_default_algorithms()
 #: A sid or jti: the partition as two hex digits, then the random part (docs/events.md).
-ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}$")
+ID_RE: Final = re.compile(r"^[0-9a-f]{2}[A-Za-z0-9_-]{1,62}\Z")  # \Z: "$" also matches before a final newline
 
 
 class InvalidToken(Exception):
