@@ -82,6 +82,7 @@ import asyncio
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -89,7 +90,7 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
@@ -307,39 +308,58 @@ class Store:
         revocation. Prefer ``run_confirmed``: a failover between the revocation and this
         call would confirm the new primary's stream, not the one that took the write.
         """
-        if self._wait_replicas <= 0:
-            return
-        seq = self.keys.seq(partition)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.execute_command("PEXPIRE", seq, self._retention_ms)
-            self._stage_wait(pipe, seq)
-            replies = await pipe.execute(raise_on_error=False)
-        self._check_acked(replies[-1])
+        if self._wait_replicas > 0:
+            seq = self.keys.seq(partition)
+            await self._confirmed(lambda pipe: pipe.execute_command("PEXPIRE", seq, self._retention_ms), seq)
 
     async def run_confirmed(self, script: AsyncScript, partition: int, keys: list[str], args: list[Any]) -> Any:
         """Run a script that revokes; with TOKENWARD_WAIT_REPLICAS, answer only once replicas hold its write.
 
         The script and its WAIT go in one pipeline, so on one connection to one server:
         the WAIT covers exactly this write (see ``confirm`` for why a WAIT elsewhere does
-        not), and a failover in between breaks the connection instead of confirming
-        another server's state. A script that wrote nothing is confirmed too, which costs
-        a replica round trip and guarantees a retry never meets a silent no-op.
+        not), and a failover in between breaks the connection instead of confirming another
+        server's state. A script that wrote nothing is confirmed too, which costs a replica
+        round trip and guarantees a retry never meets a silent no-op.
         """
+        del partition  # the script's first key names the slot, on a cluster too
         if self._wait_replicas <= 0:
             return await script(keys=keys, args=args)
         for attempt in (1, 2):
-            async with self.client.pipeline(transaction=False) as pipe:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-                self._stage_wait(pipe, keys[0])
-                reply, acked = await pipe.execute(raise_on_error=False)
+            reply = (await self._confirmed(
+                lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args), keys[0]
+            ))[0]  # fmt: skip
             if isinstance(reply, NoScriptError) and attempt == 1:
                 await self.client.script_load(script.script)  # a restarted or new primary
                 continue
             if isinstance(reply, BaseException):
                 raise reply
-            self._check_acked(acked)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _confirmed(self, stage: Callable[[Any], Any], key: str) -> list[Any]:
+        """``stage`` commands, then WAIT, as one pipeline on one connection; the replies, WAIT's checked.
+
+        WAIT is not consensus. On Sentinel, a primary that a pause or a partition cut off keeps
+        a replica and its clients for a while after the sentinels promoted another, and what it
+        confirms then is discarded when it rejoins (measured: docs/consistency.md). So once
+        the WAIT is back, the server that took the write must still be the primary the
+        sentinels name; if not, the answer is 503 and the pool's idle connections move over.
+        """
+        pool: Any = getattr(self.client, "connection_pool", None)
+        sentinel = isinstance(pool, SentinelConnectionPool)
+        async with self.client.pipeline(transaction=False) as pipe:
+            if sentinel:
+                # Chosen here rather than inside execute, so the server it reached is known.
+                pipe.connection = await pool.get_connection()
+            server = (pipe.connection.host, pipe.connection.port) if sentinel else None
+            stage(pipe)
+            self._stage_wait(pipe, key)
+            replies: list[Any] = await pipe.execute(raise_on_error=False)
+        if not isinstance(replies[0], NoScriptError):
+            self._check_acked(replies[-1])
+        if server is not None and server != await pool.get_master_address():
+            raise StoreUnavailable("the primary changed while the write was being confirmed")
+        return replies
 
     def _stage_wait(self, pipe: Any, key: str) -> None:
         args = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
