@@ -1,0 +1,109 @@
+"""The red team's findings (F3, F6, F8, F9, F10) against a real ``tokenward serve`` on a real Redis.
+
+Each test names the finding it pins; on e1788cc each of them fails.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.keys import KeyRing
+from tests.conftest import CLIENT_SECRETS, basic
+from tests.support.processes import ServiceProcess, write_config
+from tests.support.redis_servers import RedisServer
+
+ADMIN = basic("admin")["Authorization"]
+LOGIN = basic("login")["Authorization"]
+
+
+@pytest.fixture(name="service", scope="module")
+def _service(keyring: KeyRing) -> Iterator[ServiceProcess]:
+    redis = RedisServer().start()
+    directory = Path(tempfile.mkdtemp(prefix="tw-redteam-"))
+    service = ServiceProcess({"TOKENWARD_REDIS_URL": redis.url, **write_config(directory, keyring, CLIENT_SECRETS)})
+    try:
+        yield service.start()
+    finally:
+        service.stop()
+        redis.close()
+
+
+def talk(port: int, data: bytes, wait: float = 5.0) -> tuple[bytes, bool]:
+    """Send ``data``; everything read until the server closes (True) or ``wait`` passes in silence.
+
+    Not ``test_raw_http.exchange``: its parser reads a body after every head, HEAD's included."""
+    raw = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as sock:
+        sock.sendall(data)
+        try:
+            while chunk := sock.recv(65536):
+                raw += chunk
+        except TimeoutError:
+            return raw, False
+    return raw, True
+
+
+def request(method: str, target: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request as bytes (``Connection: close`` so the answer ends with the connection)."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: tokenward.test", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    if body:
+        lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Answer:
+    """One answer read off a socket: status, headers (lower-case names), body."""
+
+    def __init__(self, raw: bytes) -> None:
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split(" ")[1])
+        self.headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+
+    def problem(self) -> dict[str, Any]:
+        """The body as our RFC 9457 problem document, checked as such."""
+        assert self.headers["content-type"].startswith("application/problem+json"), (self.status, self.body)
+        body: dict[str, Any] = json.loads(self.body)
+        assert body["status"] == self.status and body["code"] and body["detail"], body
+        return body
+
+
+def call(service: ServiceProcess, method: str, target: str, headers: dict[str, str] | None = None, **kw: Any) -> Answer:
+    raw, closed = talk(service.port, request(method, target, headers, **kw))
+    assert closed and raw, raw[:300]
+    return Answer(raw)
+
+
+@pytest.fixture(name="token", scope="module")
+def _token(service: ServiceProcess) -> str:
+    """An access token holding scope ``read`` only."""
+    body = json.dumps({"sub": "redteam", "scope": "read"}).encode()
+    created = call(
+        service, "POST", "/v1/sessions", {"Authorization": LOGIN, "Content-Type": "application/json"}, body=body
+    )
+    assert created.status == 201, created.body
+    access: str = json.loads(created.body)["access_token"]
+    return access
+
+
+def test_embedded_start_up_never_logs_the_dev_secret() -> None:
+    """F10a: the embedded warning names the development client, not its secret."""
+    service = ServiceProcess({})
+    for name in ("TOKENWARD_REDIS_URL", "TOKENWARD_KEYS_DIR", "TOKENWARD_CLIENTS_FILE"):
+        service.env.pop(name, None)
+    try:
+        service.start()
+        time.sleep(0.2)
+    finally:
+        service.stop()
+    log = service.log.read_text()
+    assert "development client 'dev'" in log and "dev-secret" not in log, log[-2000:]
