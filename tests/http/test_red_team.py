@@ -95,6 +95,17 @@ def _token(service: ServiceProcess) -> str:
     return access
 
 
+@pytest.mark.parametrize("incoming", ["twr_abcdef", "eyJhbGciOi", "a.b", "x" * 65, "a b"])
+def test_a_request_id_the_log_would_redact_is_replaced(service: ServiceProcess, incoming: str) -> None:
+    """F10c: a caller's X-Request-Id is echoed only when the log shows it as it is."""
+    answer = call(service, "GET", "/healthz", {"X-Request-Id": incoming})
+    assert answer.headers["x-request-id"] != incoming and len(answer.headers["x-request-id"]) == 16
+
+
+def test_a_safe_request_id_is_echoed(service: ServiceProcess) -> None:
+    assert call(service, "GET", "/healthz", {"X-Request-Id": "req-42_A"}).headers["x-request-id"] == "req-42_A"
+
+
 def test_embedded_start_up_never_logs_the_dev_secret() -> None:
     """F10a: the embedded warning names the development client, not its secret."""
     service = ServiceProcess({})
