@@ -116,7 +116,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": heartbeat\n\n")
                 beat = time.monotonic()
     except CursorExpired as exc:
-        detail = orjson.dumps({"reason": f"{exc}; reload the snapshot"})
+        # The exception's text already says to reload the snapshot.
+        detail = orjson.dumps({"reason": str(exc)})
         await resp.write(b"event: reset\ndata: " + detail + b"\n\n")
     except ConnectionResetError:
         # The client went away mid-write: nothing left to say.
