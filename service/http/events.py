@@ -76,9 +76,12 @@ async def events(request: web.Request) -> web.StreamResponse:
     log = _log(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("since")
     cursor = Cursor.parse(raw, log.partitions) if raw else await log.position()
-    resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":
+        # aiohttp drops the body of a Response to HEAD, not what a StreamResponse writes: the
+        # stream went out and held the connection, and a request pipelined behind it waited forever.
+        return web.Response(headers=headers)
+    resp = web.StreamResponse(headers=headers)
     observe.tag(request, resp.headers)
     # The process's one reader of the streams (``fanout.py``), whatever the number of streams.
     # Subscribed before the catch-up below reads Redis, so no event falls between the two;

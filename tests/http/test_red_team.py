@@ -17,7 +17,7 @@ import pytest
 
 from service.keys import KeyRing
 from tests.conftest import CLIENT_SECRETS, basic
-from tests.support.processes import ServiceProcess, write_config
+from tests.support.processes import ROOT, ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer
 
 ADMIN = basic("admin")["Authorization"]
@@ -93,6 +93,25 @@ def _token(service: ServiceProcess) -> str:
     assert created.status == 201, created.body
     access: str = json.loads(created.body)["access_token"]
     return access
+
+
+def get_routes() -> list[str]:
+    """Every GET path the contract lists (the contract test holds it equal to the route table)."""
+    paths = json.loads((ROOT / "service" / "openapi.json").read_text())["paths"]
+    return [path.replace("{sub}", "someone") for path, ops in paths.items() if "get" in ops]
+
+
+@pytest.mark.parametrize("path", get_routes())
+def test_head_answers_headers_only_and_the_next_request_is_answered(service: ServiceProcess, path: str) -> None:
+    """F3: HEAD of every GET route, the SSE stream included, is a head with no body; a request
+    pipelined behind it is answered next on the same connection (the stream's HEAD wrote the
+    stream and held the connection)."""
+    pipelined = request("HEAD", path, {"Authorization": ADMIN}).replace(b"Connection: close\r\n", b"")
+    raw, closed = talk(service.port, pipelined + request("GET", "/healthz"))
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), raw[:300]
+    assert rest.startswith(b"HTTP/1.1 200 "), (path, raw[:600])
+    assert rest.endswith(b'{"status":"ok"}') and closed, (path, rest[-300:])
 
 
 @pytest.mark.parametrize("incoming", ["twr_abcdef", "eyJhbGciOi", "a.b", "x" * 65, "a b"])
