@@ -63,7 +63,8 @@ def _codings(request: web.Request) -> list[str]:
     return [coding for line in request.headers.getall("Content-Encoding", ()) for coding in line.split(",")]
 
 
-def _printable(value: str) -> bool:
+def printable(value: str) -> bool:
+    """True when ``value`` holds no control character (C0, DEL)."""
     return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
@@ -83,7 +84,7 @@ async def form(request: web.Request, limit: int) -> dict[str, str]:
         raise InvalidRequest("the body is not valid UTF-8 form data") from None
     out: dict[str, str] = {}
     for name, value in pairs:
-        if not (_printable(name) and _printable(value)):
+        if not (printable(name) and printable(value)):
             raise InvalidRequest("a parameter contains control characters")
         if name in out:
             raise InvalidRequest(f"parameter {name!r} is repeated")
@@ -119,7 +120,7 @@ def string(data: Mapping[str, Any], name: str, *, required: bool = False, max_le
         raise InvalidRequest(f"{name} must be a string")
     if len(value) > max_len:
         raise InvalidRequest(f"{name} is longer than {max_len} characters")
-    if not _printable(value):
+    if not printable(value):
         raise InvalidRequest(f"{name} contains control characters")
     return value
 

@@ -48,6 +48,8 @@ def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(claims, dict):
         raise InvalidRequest("claims must be a JSON object")
+    if any(not name or not parsing.printable(name) for name in claims):
+        raise InvalidRequest("a claim name is empty or holds a control character")
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
         raise InvalidRequest(f"claims may not set reserved names: {', '.join(reserved)}")

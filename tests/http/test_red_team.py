@@ -125,6 +125,18 @@ def test_a_safe_request_id_is_echoed(service: ServiceProcess) -> None:
     assert call(service, "GET", "/healthz", {"X-Request-Id": "req-42_A"}).headers["x-request-id"] == "req-42_A"
 
 
+@pytest.mark.parametrize("claims", [{"act": {"sub": "admin"}}, {"may_act": {"sub": "x"}}, {"": 1}, {"a\u0000b": 1}])
+def test_delegation_claims_and_unreadable_claim_names_are_refused(
+    service: ServiceProcess, claims: dict[str, Any]
+) -> None:
+    """F10d: RFC 8693's act/may_act are reserved; an empty name or a control character is 400."""
+    body = json.dumps({"sub": "redteam-claims", "claims": claims}).encode()
+    answer = call(
+        service, "POST", "/v1/sessions", {"Authorization": LOGIN, "Content-Type": "application/json"}, body=body
+    )
+    assert answer.status == 400 and answer.problem()["code"] == "invalid_request"
+
+
 def test_embedded_start_up_never_logs_the_dev_secret() -> None:
     """F10a: the embedded warning names the development client, not its secret."""
     service = ServiceProcess({})
