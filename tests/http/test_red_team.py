@@ -114,6 +114,17 @@ def test_head_answers_headers_only_and_the_next_request_is_answered(service: Ser
     assert rest.endswith(b'{"status":"ok"}') and closed, (path, rest[-300:])
 
 
+@pytest.mark.parametrize("name", ["ACCESS_TOKEN", "Refresh_Token", "Client_Secret", "PASSWORD"])
+def test_credentials_in_the_query_are_refused_whatever_their_case(
+    service: ServiceProcess, token: str, name: str
+) -> None:
+    """F9: the query-credential refusal compares names case-insensitively."""
+    me = call(service, "GET", f"/v1/me/sessions?{name}=x", {"Authorization": f"Bearer {token}"})
+    assert me.status == 400 and me.problem()["code"] == "invalid_request"
+    authz = call(service, "GET", f"/v1/authz?{name}=x", {"Authorization": f"Bearer {token}"})
+    assert authz.status == 401 and authz.headers["www-authenticate"].endswith('error="invalid_request"')
+
+
 @pytest.mark.parametrize("incoming", ["twr_abcdef", "eyJhbGciOi", "a.b", "x" * 65, "a b"])
 def test_a_request_id_the_log_would_redact_is_replaced(service: ServiceProcess, incoming: str) -> None:
     """F10c: a caller's X-Request-Id is echoed only when the log shows it as it is."""
