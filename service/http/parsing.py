@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import orjson
@@ -133,8 +133,25 @@ def boolean(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+#: The longest scope list accepted: far above any real one, and a bound on what a challenge carries.
+MAX_SCOPE_CHARS: Final = 1024
+
+
+def query(request: web.Request, name: str) -> str | None:
+    """The query parameter ``name``, or None; InvalidRequest when it is repeated.
+
+    With ``?scope=read&scope=admin`` the first one counted and the second was ignored: which
+    value a proxy, a log reader and the service each take must never differ."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"parameter {name!r} is repeated")
+    return values[0] if values else None
+
+
 def scope(value: str) -> str:
     """A space-separated scope list in the RFC 6749 §3.3 alphabet, normalised."""
+    if len(value) > MAX_SCOPE_CHARS:
+        raise InvalidRequest(f"scope is longer than {MAX_SCOPE_CHARS} characters")
     words = value.split(" ")
     for word in words:
         if not word or any(not (c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e") for c in word):

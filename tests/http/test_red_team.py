@@ -114,6 +114,59 @@ def test_head_answers_headers_only_and_the_next_request_is_answered(service: Ser
     assert rest.endswith(b'{"status":"ok"}') and closed, (path, rest[-300:])
 
 
+REPEATED = {
+    "authz scope, read first": ("GET", "/v1/authz?scope=read&scope=admin"),
+    "authz scope, admin first": ("GET", "/v1/authz?scope=admin&scope=read"),
+    "authz below, scope twice": ("POST", "/v1/authz/x?scope=read&scope=read"),
+    "logout everywhere": ("DELETE", "/v1/me/sessions?keep_current=true&keep_current=false"),
+    "revocations limit": ("GET", "/v1/revocations?limit=1&limit=2"),
+    "revocations since": ("GET", "/v1/revocations?since=1.0_0-0_0&since=1.0_0-0_0"),
+    "events since": ("GET", "/v1/revocations/events?since=1.0_0-0_0&since=1.0_0-0_0"),
+}
+
+
+@pytest.mark.parametrize("name", REPEATED)
+def test_a_repeated_query_parameter_is_refused(service: ServiceProcess, token: str, name: str) -> None:
+    """F6: a repeated query parameter is refused, never "first wins": 400 in the problem shape,
+    on forward-auth the ``invalid_request`` 401 gateways pass on."""
+    method, target = REPEATED[name]
+    caller = ADMIN if "revocations" in target else f"Bearer {token}"
+    answer = call(service, method, target, {"Authorization": caller})
+    if target.startswith("/v1/authz"):
+        assert answer.status == 401, answer.body
+        assert answer.headers["www-authenticate"] == 'Bearer realm="tokenward", error="invalid_request"'
+        assert answer.problem()["code"] == "invalid_request"
+    else:
+        assert answer.status == 400, answer.body
+        assert answer.problem()["code"] == "invalid_request"
+    # Logout everywhere was not done with either value: the token still works.
+    assert call(service, "GET", "/v1/me/sessions", {"Authorization": f"Bearer {token}"}).status == 200
+
+
+def test_forward_auth_refusals_are_problem_documents_echoing_nothing(service: ServiceProcess, token: str) -> None:
+    """F8: the 401/403 bodies are problem documents with fixed texts; the scope asked for is in
+    the challenge only (validated), and one over 1 KiB is the invalid_request 401."""
+    script = "<script>alert(1)</script>"
+    denied = call(
+        service, "GET", "/v1/authz?scope=%3Cscript%3Ealert(1)%3C/script%3E", {"Authorization": f"Bearer {token}"}
+    )
+    assert denied.status == 403
+    assert denied.problem()["code"] == "insufficient_scope" and b"script" not in denied.body
+    assert denied.headers["www-authenticate"].endswith(f'error="insufficient_scope", scope="{script}"')
+    long = call(service, "GET", f"/v1/authz?scope={'a' * 7000}", {"Authorization": f"Bearer {token}"})
+    assert long.status == 401 and long.problem()["code"] == "invalid_request" and b"aaaa" not in long.body
+    assert len(long.headers["www-authenticate"]) < 100
+    within = call(service, "GET", f"/v1/authz?scope=read+{'a' * 1000}", {"Authorization": f"Bearer {token}"})
+    assert within.status == 403, within.body
+    anonymous = call(service, "GET", "/v1/authz")
+    assert anonymous.status == 401 and anonymous.headers["www-authenticate"] == 'Bearer realm="tokenward"'
+    assert anonymous.problem()["code"] == "invalid_token"
+    forged = call(service, "GET", "/v1/authz", {"Authorization": f"Bearer {token[:-4]}AAAA"})
+    assert forged.status == 401 and forged.problem()["code"] == "invalid_token"
+    assert forged.headers["cache-control"] == "no-store"
+    assert call(service, "GET", "/v1/authz?scope=read", {"Authorization": f"Bearer {token}"}).status == 200
+
+
 @pytest.mark.parametrize("name", ["ACCESS_TOKEN", "Refresh_Token", "Client_Secret", "PASSWORD"])
 def test_credentials_in_the_query_are_refused_whatever_their_case(
     service: ServiceProcess, token: str, name: str
