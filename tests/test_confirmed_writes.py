@@ -33,7 +33,8 @@ def _pair() -> Iterator[tuple[RedisServer, RedisServer]]:
     deadline = time.monotonic() + 10
     while True:
         with primary.client() as c:
-            if int(c.info("replication").get("connected_slaves", 0)) == 1:
+            # Online, not merely connected: a replica still syncing acknowledges nothing.
+            if "online" in str(c.info("replication").get("slave0", "")):
                 break
         assert time.monotonic() < deadline, "the replica did not sync"
         time.sleep(0.05)
@@ -48,7 +49,7 @@ def _pair() -> Iterator[tuple[RedisServer, RedisServer]]:
 async def _store(pair: tuple[RedisServer, RedisServer], settings: Settings) -> AsyncIterator[Store]:
     primary, _ = pair
     configured = dataclasses.replace(
-        settings, redis_url=Secret(primary.url), partitions=1, wait_replicas=1, wait_timeout_ms=200
+        settings, redis_url=Secret(primary.url), partitions=1, wait_replicas=1, wait_timeout_ms=600
     )
     store = open_store(configured)
     yield store

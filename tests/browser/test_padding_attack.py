@@ -326,7 +326,9 @@ async def test_the_echoed_prefix_with_any_tag_refreshes_nothing(
     latest = await attempts(http, proxied, altered(current))
     print(f"\nthe previous token (in grace) with altered tags: {in_grace}")
     print(f"the current token with altered tags: {latest}")
-    assert len(in_grace) == len(latest) == 5 and 200 not in {*in_grace.values(), *latest.values()}, (in_grace, latest)
+    # Cuts can coincide (a tag digit that is already 0), so the sets hold 3 to 5 forgeries each.
+    assert len(in_grace) >= 3 and len(latest) >= 3, (in_grace, latest)
+    assert 200 not in {*in_grace.values(), *latest.values()}, (in_grace, latest)
 
 
 async def test_what_nginx_forwards_is_what_its_config_says(
