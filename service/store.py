@@ -85,16 +85,31 @@ from importlib import resources
 from typing import Any, Final
 
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ReadOnlyError
 
 from .config import Settings, parse_redis_url
 from .errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class NoGoodReplicas(ReadOnlyError):
+    """``NOREPLICAS``: fewer replicas than ``min-replicas-to-write`` acknowledged within
+    ``min-replicas-max-lag``, so the primary refused the write (a script at its first write,
+    having written nothing)."""
+
+
+# redis-py raises a bare ResponseError for NOREPLICAS, which would be a 500. As a
+# ReadOnlyError it is a 503 like every other store fault, and a Sentinel-managed connection
+# drops itself and asks the sentinels again: a primary that lost its replicas is most likely
+# one a failover left behind. Both parsers (Python and hiredis) read this table.
+BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoGoodReplicas)
 
 EVENTS_CHANNEL: Final = "tw:events"
 SCRIPT_NAMES: Final = ("create_session", "rotate", "end_session", "end_user_sessions", "revoke", "ratelimit")
@@ -400,7 +415,10 @@ async def check_fitness(store: Store) -> Fitness:
 
     Eviction would silently drop revocations (every key has a TTL, so even volatile-*
     policies pick them), so anything but ``noeviction`` is refused. Without AOF a crash
-    forgets recent revocations, which is worth a warning, not a refusal.
+    forgets recent revocations, which is worth a warning, not a refusal. A replicated primary
+    without ``min-replicas-to-write`` keeps acknowledging writes after a failover demoted it in
+    the others' eyes, and loses them when it resyncs (docs/consistency.md): a warning, and a
+    refusal when ``TOKENWARD_WAIT_REPLICAS`` promises that revocations survive a failover.
     """
     if store.kind == "embedded":
         return Fitness((), ("embedded store: nothing is persisted",))
@@ -428,6 +446,18 @@ async def check_fitness(store: Store) -> Fitness:
                 f"{name}: appendonly is off; a crash forgets revocations since the last snapshot "
                 "(a restart with no data at all is noticed: the boot marker refuses every older access token)"
             )
+        replication = await client.info("replication", **kwargs)
+        replicated = store.kind == "sentinel" or int(replication.get("connected_slaves", 0)) > 0
+        # INFO shows min_slaves_good_slaves only when min-replicas-to-write and -max-lag are
+        # both on; INFO, unlike CONFIG GET, is allowed to the least-privilege ACL user.
+        if replication.get("role") == "master" and replicated and "min_slaves_good_slaves" not in replication:
+            finding = (
+                f"{name}: min-replicas-to-write (or min-replicas-max-lag) is 0 on a replicated primary; "
+                "a primary cut off by a failover keeps acknowledging writes that the promoted replica never "
+                "sees, and forgets them when it rejoins (lost logouts and rotations). Set min-replicas-to-write 1 "
+                "and min-replicas-max-lag to 2 x TOKENWARD_REDIS_TIMEOUT, at least 2 (docs/consistency.md)"
+            )
+            (errors if store._wait_replicas else warnings).append(finding)
     return Fitness(tuple(errors), tuple(warnings))
 
 

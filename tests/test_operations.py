@@ -64,6 +64,40 @@ class TestSelfCheck:
         finally:
             server.close()
 
+    @pytest.mark.parametrize("wait_replicas", ["0", "1"])
+    def test_a_replicated_primary_that_writes_alone_is_flagged(
+        self, config_env: dict[str, str], wait_replicas: str
+    ) -> None:
+        """Without min-replicas-to-write a primary cut off by a failover keeps acknowledging
+        writes it will lose: a warning, a refusal when WAIT promises revocations survive."""
+        primary = RedisServer(appendonly=True).start()
+        replica = RedisServer("--replicaof", "127.0.0.1", str(primary.port), appendonly=True).start()
+        try:
+            wait_for_replicas(primary, 1)
+            env = {**config_env, "TOKENWARD_REDIS_URL": primary.url, "TOKENWARD_WAIT_REPLICAS": wait_replicas}
+            proc = run_cli(env, "check")
+            assert "min-replicas-to-write" in proc.stderr and "consistency.md" in proc.stderr
+            if wait_replicas == "1":
+                assert proc.returncode == 1 and "refusing this Redis" in proc.stderr
+            else:
+                assert proc.returncode == 0 and "warning:" in proc.stderr
+            with primary.client() as c:
+                c.config_set("min-replicas-to-write", 1)
+                c.config_set("min-replicas-max-lag", 2)
+            proc = run_cli(env, "check")
+            assert proc.returncode == 0 and "min-replicas" not in proc.stderr, proc.stderr
+        finally:
+            replica.close()
+            primary.close()
+
+    def test_a_primary_without_replicas_needs_no_min_replicas(self, config_env: dict[str, str]) -> None:
+        server = RedisServer(appendonly=True).start()
+        try:
+            proc = run_cli({**config_env, "TOKENWARD_REDIS_URL": server.url}, "check")
+            assert proc.returncode == 0 and "min-replicas" not in proc.stderr, proc.stderr
+        finally:
+            server.close()
+
     def test_unreachable_redis_is_a_clear_failure(self, config_env: dict[str, str]) -> None:
         proc = run_cli({**config_env, "TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "check")
         assert proc.returncode == 1 and "cannot reach Redis" in proc.stderr
@@ -108,6 +142,17 @@ async def test_sigterm_drains_in_flight_requests(config_env: dict[str, str]) -> 
     finally:
         service.stop()
         server.close()
+
+
+def wait_for_replicas(primary: RedisServer, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with primary.client() as c:
+            info = c.info("replication")
+        if sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values()) >= count:
+            return
+        assert time.monotonic() < deadline, f"replicas not online: {info}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(name="sentinel_group")

@@ -236,12 +236,19 @@ class SentinelServer(RedisServer):
         return [self.binary, str(self.conf), "--sentinel"]
 
 
+# What docs/consistency.md recommends for a replicated primary with TOKENWARD_REDIS_TIMEOUT=1:
+# a primary that lost its replicas stops acknowledging writes within two seconds.
+BOUNDED_SPLIT = ("--appendfsync", "everysec", "--min-replicas-to-write", "1", "--min-replicas-max-lag", "2")
+
+
 class SentinelGroup:
     """A primary, two replicas and three sentinels: after a failover one replica is left to
     confirm writes (WAIT), as production needs."""
 
-    def __init__(self) -> None:
-        self.primary = RedisServer(appendonly=True)
+    def __init__(self, data_args: tuple[str, ...] = BOUNDED_SPLIT) -> None:
+        # ``data_args`` go to every data node (the primary and both replicas, which may be promoted).
+        self.data_args = data_args
+        self.primary = RedisServer(*data_args, appendonly=True)
         self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
 
@@ -257,7 +264,9 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         self.primary.start()
         for _ in range(2):
-            replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True).start()
+            replica = RedisServer(
+                *self.data_args, "--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True
+            ).start()
             self.replicas.append(replica)
         deadline = time.monotonic() + 10
         while True:
@@ -284,6 +293,36 @@ class SentinelGroup:
         with self.sentinels[0].client() as c:
             _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
         return next(s for s in self.servers if s.port == int(port))
+
+    def settled(self) -> bool:
+        """Every sentinel names the same live primary, and it has both replicas online."""
+        try:
+            named = set()
+            for sentinel in self.sentinels:
+                with sentinel.client() as c:
+                    _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+                named.add(int(port))
+            if len(named) != 1:
+                return False
+            port = named.pop()
+            master = next(s for s in self.servers if s.port == port)
+            if master.proc is None:
+                return False
+            with master.client() as c:
+                info = c.info("replication")
+            online = sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+            return bool(info.get("role") == "master" and online == 2)
+        except (redis.RedisError, OSError, StopIteration):
+            return False
+
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Seconds until :meth:`settled`; raises after ``timeout``."""
+        started = time.monotonic()
+        while not self.settled():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the Sentinel group did not settle within {timeout}s")
+            time.sleep(0.1)
+        return time.monotonic() - started
 
     def close(self) -> None:
         for s in [*self.sentinels, *self.replicas, self.primary]:
