@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-timeout", type=float, default=1.0, help="TOKENWARD_REDIS_TIMEOUT")
     ap.add_argument("--min-replicas-to-write", type=int, default=1)
     ap.add_argument("--min-replicas-max-lag", type=int, default=None, help="default: 2 x the Redis timeout, >= 2")
+    ap.add_argument("--topology", choices=("sentinel", "cluster"), default="sentinel",
+                    help="cluster: three primaries with one replica each; faults hit slot 0's primary")  # fmt: skip
     ap.add_argument("--service-root", type=Path, default=None, help="a directory holding another service/ package")
     args = ap.parse_args(argv)
     cycle = [f.strip() for f in args.faults.split(",") if f.strip()]
@@ -55,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             redis=RedisConfig(args.min_replicas_to_write, lag),
             redis_timeout=args.redis_timeout,
             log=lambda line: print(line, flush=True),
+            topology=args.topology,
             **extra,
         )
     )

@@ -217,6 +217,101 @@ class RedisCluster:
             node.close()
 
 
+class ReplicatedCluster:
+    """A Redis Cluster of three primaries with ``replicas`` replicas each, every node with
+    ``data_args``: the Cluster counterpart of :class:`SentinelGroup` for the split-brain harness
+    (a primary that stops answering for ``node_timeout`` ms is failed over by its replica)."""
+
+    def __init__(self, replicas: int = 2, data_args: tuple[str, ...] = (), node_timeout: int = 1000) -> None:
+        cluster_args = (
+            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            *("--cluster-node-timeout", str(node_timeout), "--cluster-require-full-coverage", "yes"),
+        )
+        self.per_primary = replicas
+        self.nodes = [RedisServer(*cluster_args, *data_args, appendonly=True) for _ in range(3 * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return self.nodes
+
+    def start(self) -> ReplicatedCluster:
+        for node in self.nodes:
+            node.start()
+        primaries, replicas = self.nodes[:3], self.nodes[3:]
+        per = 16384 // 3
+        for i, node in enumerate(primaries):
+            last = 16383 if i == 2 else (i + 1) * per - 1
+            with node.client() as c:
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
+        with self.nodes[0].client() as c:
+            for other in self.nodes[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port)
+        ids = []
+        for node in primaries:
+            with node.client() as c:
+                ids.append(c.execute_command("CLUSTER", "MYID").decode())
+        for i, node in enumerate(replicas):
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with node.client() as c:
+                        c.execute_command("CLUSTER", "REPLICATE", ids[i % 3])
+                    break
+                except redis.ResponseError:  # the replica has not learnt of the primary yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        self.wait_settled(30)
+        return self
+
+    def master(self) -> RedisServer:
+        """The primary that serves slot 0 now."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            with contextlib.suppress(redis.RedisError, OSError), node.client() as c:
+                for start, _end, owner, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                    if int(start) == 0:
+                        port = int(owner[1])
+                        return next(n for n in self.nodes if n.port == port)
+        raise RuntimeError("no node knows who serves slot 0")
+
+    def settled(self) -> bool:
+        """Every live node says cluster_state:ok, and three primaries each have ``per_primary``
+        replicas online."""
+        full = 0
+        try:
+            for node in self.nodes:
+                if node.proc is None:
+                    return False
+                with node.client() as c:
+                    if "cluster_state:ok" not in c.execute_command("CLUSTER", "INFO").decode():
+                        return False
+                    info = c.info("replication")
+                online = sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+                full += info.get("role") == "master" and online == self.per_primary
+        except (redis.RedisError, OSError):
+            return False
+        return full == 3
+
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Seconds until :meth:`settled`; raises after ``timeout``."""
+        started = time.monotonic()
+        while not self.settled():
+            if time.monotonic() - started > timeout:
+                raise RuntimeError(f"the cluster did not settle within {timeout}s")
+            time.sleep(0.1)
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
 class SentinelServer(RedisServer):
     """One redis-sentinel process watching ``master`` under the name ``mymaster``."""
 

@@ -35,6 +35,7 @@ import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -44,7 +45,7 @@ import orjson
 from service.keys import KeyRing, generate, make_key
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import ROOT, ServiceProcess, write_config
-from tests.support.redis_servers import RedisServer, SentinelGroup
+from tests.support.redis_servers import RedisServer, ReplicatedCluster, SentinelGroup
 
 # Probes sent this long after an acknowledgement must be refused (the cached process applies
 # a revocation made on the other one from the event feed, which takes milliseconds).
@@ -213,6 +214,7 @@ class SplitBrainRun:
         keyring: KeyRing | None = None,
         seed: int = 16,
         log: Callable[[str], None] = print,
+        topology: str = "sentinel",
     ) -> None:
         self.fault_names = faults
         self.settle = settle
@@ -224,7 +226,13 @@ class SplitBrainRun:
         self.keyring = keyring or fresh_keyring()
         self.rng = random.Random(seed)
         self.log = log
-        self.group = SentinelGroup(self.redis_config.args())
+        # On a cluster the faults hit the primary that serves slot 0 (one slot range of three),
+        # each primary with one replica; users spread over 16 partitions.
+        self.group: SentinelGroup | ReplicatedCluster = (
+            SentinelGroup(self.redis_config.args())
+            if topology == "sentinel"
+            else ReplicatedCluster(replicas=1, data_args=self.redis_config.args())
+        )
         self.services: dict[str, ServiceProcess] = {}
         self.sessions: dict[str, Session] = {}
         self.answers: list[Answer] = []
@@ -248,6 +256,7 @@ class SplitBrainRun:
             "TOKENWARD_REDIS_URL": self.group.url,
             "TOKENWARD_WAIT_REPLICAS": "1",
             "TOKENWARD_REDIS_TIMEOUT": str(self.redis_timeout),
+            "TOKENWARD_PARTITIONS": "16" if isinstance(self.group, ReplicatedCluster) else "1",
         }
         for mode in ("strict", "cached"):
             self.services[mode] = ServiceProcess({**env, "TOKENWARD_DENY_MODE": mode}, root=self.service_root)
@@ -543,11 +552,13 @@ class SplitBrainRun:
             end = self.faults[i + 1].started if i + 1 < len(self.faults) else math.inf
             in_fault = [a for a in self.answers if fault.started <= a.sent < end]
             fault.windows = windows(in_fault, fault.started)
-            revocation_503 = [a.done for a in in_fault if a.route in REVOCATION_ROUTES and a.status == 503]
-            if revocation_503:
-                last = max(revocation_503)
+            # The first revocation acknowledged after the window of 503s the fault opened (both
+            # processes together); later blips show in the windows.
+            first = windows([replace(a, process="any") for a in in_fault if a.route in REVOCATION_ROUTES], 0.0)
+            if first:
+                end = first[0].end
                 back = [
-                    a.done for a in in_fault if a.route in REVOCATION_ROUTES and 200 <= a.status < 300 and a.sent > last
+                    a.done for a in in_fault if a.route in REVOCATION_ROUTES and 200 <= a.status < 300 and a.sent > end
                 ]
                 fault.revocations_back_after = (min(back) if back else math.inf) - fault.started
         return Report(
