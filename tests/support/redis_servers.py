@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -49,6 +50,16 @@ def free_port() -> int:
             port = int(s.getsockname()[1])
         if port != 6379 and port <= 55535:
             return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, failure: str) -> float:
+    """Seconds until ``condition()`` holds (polled every 0.1 s); ``failure`` after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{failure} within {timeout}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 class RedisServer:
@@ -300,12 +311,7 @@ class ReplicatedCluster:
 
     def wait_settled(self, timeout: float = 60.0) -> float:
         """Seconds until :meth:`settled`; raises after ``timeout``."""
-        started = time.monotonic()
-        while not self.settled():
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"the cluster did not settle within {timeout}s")
-            time.sleep(0.1)
-        return time.monotonic() - started
+        return wait_until(self.settled, timeout, "the cluster did not settle")
 
     def close(self) -> None:
         for node in self.nodes:
@@ -412,12 +418,7 @@ class SentinelGroup:
 
     def wait_settled(self, timeout: float = 60.0) -> float:
         """Seconds until :meth:`settled`; raises after ``timeout``."""
-        started = time.monotonic()
-        while not self.settled():
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"the Sentinel group did not settle within {timeout}s")
-            time.sleep(0.1)
-        return time.monotonic() - started
+        return wait_until(self.settled, timeout, "the Sentinel group did not settle")
 
     def close(self) -> None:
         for s in [*self.sentinels, *self.replicas, self.primary]:
