@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--users", type=int, default=32)
     ap.add_argument("--think", type=float, default=0.2, help="mean pause between a user's steps, seconds")
     ap.add_argument("--redis-timeout", type=float, default=1.0, help="TOKENWARD_REDIS_TIMEOUT")
+    ap.add_argument("--wait-replicas", type=int, default=1, help="TOKENWARD_WAIT_REPLICAS")
     ap.add_argument("--min-replicas-to-write", type=int, default=1)
     ap.add_argument("--min-replicas-max-lag", type=int, default=None, help="default: 2 x the Redis timeout, >= 2")
     ap.add_argument("--topology", choices=("sentinel", "cluster"), default="sentinel",
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             redis_timeout=args.redis_timeout,
             log=lambda line: print(line, flush=True),
             topology=args.topology,
+            wait_replicas=args.wait_replicas,
             **extra,
         )
     )

@@ -173,6 +173,13 @@ class Report:
             f"users signed out without a revocation (refresh refused): {self.signed_out}; "
             f"calls without an answer (service killed): {self.lost_connections}",
         ]
+        by_kind: dict[str, set[str]] = defaultdict(set)
+        for v in self.violations:
+            by_kind[v.revoked_by].add(v.sid)
+        if by_kind:
+            out.append(
+                "  sessions hit, by how they were revoked: " + ", ".join(f"{k} {len(v)}" for k, v in by_kind.items())
+            )
         for v in self.violations[:20]:
             out.append(
                 f"  violation: sid {v.sid[:10]} ({v.revoked_by}) {v.how} on {v.process} {v.after:.1f}s after ack"
@@ -215,6 +222,7 @@ class SplitBrainRun:
         seed: int = 16,
         log: Callable[[str], None] = print,
         topology: str = "sentinel",
+        wait_replicas: int = 1,
     ) -> None:
         self.fault_names = faults
         self.settle = settle
@@ -222,6 +230,7 @@ class SplitBrainRun:
         self.think = think
         self.redis_config = redis if redis is not None else RedisConfig.for_timeout(redis_timeout)
         self.redis_timeout = redis_timeout
+        self.wait_replicas = wait_replicas
         self.service_root = service_root
         self.keyring = keyring or fresh_keyring()
         self.rng = random.Random(seed)
@@ -254,7 +263,7 @@ class SplitBrainRun:
         env = {
             **write_config(conf, self.keyring, CLIENT_SECRETS),
             "TOKENWARD_REDIS_URL": self.group.url,
-            "TOKENWARD_WAIT_REPLICAS": "1",
+            "TOKENWARD_WAIT_REPLICAS": str(self.wait_replicas),
             "TOKENWARD_REDIS_TIMEOUT": str(self.redis_timeout),
             "TOKENWARD_PARTITIONS": "16" if isinstance(self.group, ReplicatedCluster) else "1",
         }
