@@ -71,6 +71,11 @@ def make_app(settings: Settings) -> web.Application:
         store = request.app[STORE]
         k = store.keys
         p = k.partition_of_id(token.sid)
+        # The tag is verified before anything is spent, under the key the session holds.
+        tag_key = await store.client.hmget(k.session(p, token.sid), "K", "k", "h")
+        key = next((bytes(v) for v in tag_key if v is not None), None)
+        if key is None or not token.authentic(key):
+            return web.Response(status=400)
         now = int(time.time() * 1000)
         successor = new_secret()
         origin = RefreshOrigin.of(request.remote, request.headers.get("User-Agent"))
@@ -80,7 +85,7 @@ def make_app(settings: Settings) -> web.Application:
                 now,
                 token.gen,
                 token.hash,
-                "",
+                key,
                 secret_hash(successor),
                 seal(successor, token.secret),
                 grace_ms,

@@ -8,6 +8,7 @@ free loopback port (never the shared 6379).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -30,7 +31,7 @@ from service.keys import KeyRing, SigningKey, make_key
 from service.sessions import Device
 from service.sessions import session_fields as build_session_fields
 from service.store import EVENTS_CHANNEL, load_script_source
-from service.tokens import AccessTokens, RefreshToken, new_id, new_jti, new_secret, secret_hash
+from service.tokens import AccessTokens, RefreshToken, new_id, new_jti, new_secret
 from tests.support.processes import ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, free_port
 
@@ -234,10 +235,10 @@ def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Sett
             sub = f"{sub_prefix}{i}"
             sid = new_id(0)
             secret = new_secret()
-            tok = RefreshToken.issue(sid, 0, secret_hash(secret), secret)
+            tok = RefreshToken.issue(sid, 0, bench_tag_key(sid), secret)
             absolute = now + settings.refresh_max_ttl * 1000
             expires = min(now + settings.refresh_idle_ttl * 1000, absolute)
-            fields = session_fields(sub, tok.hash, now, absolute, settings.refresh_idle_ttl)
+            fields = session_fields(sub, tok.hash, bench_tag_key(sid), now, absolute, settings.refresh_idle_ttl)
             pipe.evalsha(
                 sha,
                 4,
@@ -259,10 +260,15 @@ def create_sessions(client: redis.Redis, n: int, sub_prefix: str, settings: Sett
 TYPICAL_DEVICE = Device(name="laptop", user_agent="Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", ip="203.0.113.7")
 
 
-def session_fields(sub: str, h: bytes, now: int, absolute: int, idle_s: int) -> list[str | int | bytes]:
+def bench_tag_key(sid: str) -> bytes:
+    """A session's tag key, 16 bytes as random as the service's, but recomputable by the benchmarks."""
+    return hashlib.sha256(b"tokenward-bench:" + sid.encode()).digest()[:16]
+
+
+def session_fields(sub: str, h: bytes, tag_key: bytes, now: int, absolute: int, idle_s: int) -> list[str | int | bytes]:
     """The session hash exactly as ``Sessions.create`` writes it (its own builder), with a typical device."""
     return build_session_fields(
-        sub=sub, client_id="login", scope="read write", secret_hash=h,
+        sub=sub, client_id="login", scope="read write", secret_hash=h, tag_key=tag_key,
         now=now, absolute=absolute, idle=idle_s, device=TYPICAL_DEVICE,
     )  # fmt: skip
 
@@ -276,10 +282,10 @@ for i = first, first + n - 1 do
   local sub = 'fill-' .. i
   local s = 'tw:{0}:s:' .. sid
   local u = 'tw:{0}:u:' .. sub
-  -- Same shape as session_fields(): 16-byte h (k, la, nw derived), ca/it in s, ax in ms, no p* yet.
+  -- Same shape as session_fields(): 16-byte h and K (la, nw derived), ca/it in s, ax in ms, no p* yet.
   local now_s = math.floor(tonumber(ARGV[3]) / 1000)
   redis.call('HSET', s, 'u', sub, 'c', 'login', 'sc', 'read write', 'g', 0,
-    'h', string.format('%016x', i), 'ca', now_s, 'ax', ARGV[4],
+    'h', string.format('%016x', i), 'K', string.format('%016x', i + 1), 'ca', now_s, 'ax', ARGV[4],
     'it', math.floor(tonumber(ARGV[5]) / 1000), 'dn', 'laptop',
     'ua', 'Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0', 'ip', '203.0.113.7')
   redis.call('PEXPIREAT', s, ARGV[6])

@@ -44,7 +44,7 @@ def rotate_all(client: redis.Redis, tokens: list[RefreshToken], settings: Settin
             succ.append(nxt)
             pipe.evalsha(
                 sha, 5, f"tw:{{0}}:s:{tok.sid}", f"tw:{{0}}:ds:{tok.sid}", "tw:{0}:seq", "tw:{0}:ev", "tw:{0}:sg",
-                now, tok.gen, tok.hash, "", secret_hash(nxt), seal(nxt, tok.secret),
+                now, tok.gen, tok.hash, h.bench_tag_key(tok.sid), secret_hash(nxt), seal(nxt, tok.secret),
                 settings.refresh_grace * 1000, settings.refresh_grace_uses, "", "",
                 now + settings.deny_ttl * 1000, settings.event_retention * 1000, EVENTS_CHANNEL, 0, tok.sid,
                 # The device refreshes from where it logged in (the common case: nothing flagged).

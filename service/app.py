@@ -13,6 +13,7 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
+from .http.protocol import HANDLER_ARGS
 from .http.routes import setup_routes
 from .introspection import Introspector
 from .keys import KeyRing
@@ -128,7 +129,8 @@ def create_app(
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` order and close in reverse."""
     # No middlewares: every route handler is wrapped by the edge (``http.edge``) instead.
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    # The request-head limits and no body inflation, for every server of the app (http.protocol).
+    app = web.Application(client_max_size=settings.max_body_bytes, handler_args=HANDLER_ARGS)
     app[state.SETTINGS] = settings
     app[state.METRICS] = Metrics()
     ring = keyring or load_keyring(settings)

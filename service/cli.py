@@ -22,9 +22,8 @@ def _settings() -> Settings:
 
 def serve(settings: Settings) -> int:
     """Run the HTTP service until SIGTERM/SIGINT, then drain."""
-    from aiohttp import web
-
     from .app import DEV_CLIENT, create_app
+    from .http import protocol
 
     if not settings.embedded and check(settings, quiet=True, unreachable_ok=True) != 0:
         return 1
@@ -33,26 +32,16 @@ def serve(settings: Settings) -> int:
         logging.getLogger("tokenward").warning(
             "embedded mode: development client %r with secret %r has every scope", *DEV_CLIENT
         )
-    try:
-        import uvloop
-
-        loop_factory = uvloop.new_event_loop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        loop_factory = None
-    runner_kwargs = {"loop": loop_factory()} if loop_factory else {}
-    web.run_app(
+    protocol.serve(
         app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
+        settings.host,
+        settings.port,
         shutdown_timeout=settings.shutdown_timeout,
         # aiohttp has no request-head timeout; its keep-alive timer, armed from the connection's
         # start and after each answer, closes a connection whose next request head is not in
         # (tests/http/test_hostile.py pins this). Bodies have their own deadline (parsing._body).
         keepalive_timeout=settings.client_timeout,
         lingering_time=settings.client_timeout,  # how long an unread body is drained after an answer
-        print=None,
-        **runner_kwargs,  # type: ignore[arg-type]
     )
     return 0
 

@@ -4,7 +4,9 @@ TokenwardError
 ├── ConfigError               bad TOKENWARD_* variable (start-up only)
 ├── InvalidRequest            malformed input (400 invalid_request)
 │   ├── PayloadTooLarge       body over the cap (413)
-│   └── RequestTimeout        the body did not arrive within TOKENWARD_CLIENT_TIMEOUT (408)
+│   ├── RequestTimeout        the body did not arrive within TOKENWARD_CLIENT_TIMEOUT (408)
+│   ├── UnreadableBody        the body's framing is broken (chunking, length): 400, connection closed
+│   └── EncodedBody           a Content-Encoding other than identity (415): bodies are never inflated
 ├── UnsupportedGrantType      token endpoint, unknown grant_type (400)
 ├── UnsupportedTokenType      revocation endpoint (400)
 ├── InvalidGrant              refresh token unknown/expired/revoked/reused (400)
@@ -15,7 +17,8 @@ TokenwardError
 ├── InvalidToken              bad or revoked access token (401, Bearer challenge)
 ├── NotFound                  (404)
 ├── RateLimited               over a rate limit (429 slow_down, Retry-After)
-└── StoreUnavailable          Redis unreachable or not acknowledging (503)
+├── StoreUnavailable          Redis unreachable or not acknowledging (503)
+└── CallerGone                the caller closed its connection mid-request (499, nothing is sent)
 """
 
 from __future__ import annotations
@@ -43,6 +46,14 @@ class PayloadTooLarge(InvalidRequest):
 
 class RequestTimeout(InvalidRequest):
     """The client did not send its request body in time."""
+
+
+class UnreadableBody(InvalidRequest):
+    """The body's framing broke while it was read (bad chunking, fewer bytes than announced)."""
+
+
+class EncodedBody(InvalidRequest):
+    """The body carries a Content-Encoding; request bodies are accepted only as they are."""
 
 
 class UnsupportedGrantType(TokenwardError):
@@ -106,3 +117,7 @@ class CursorExpired(TokenwardError):
 
 class StoreUnavailable(TokenwardError):
     """Redis could not be reached or did not confirm the write in time."""
+
+
+class CallerGone(TokenwardError):
+    """The caller's connection closed before its request was read or answered: not our failure."""

@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import InvalidToken
 from .revocation import Revocations
-from .sessions import Sessions, now_ms
+from .sessions import Sessions, now_ms, tag_key_of
 from .store import text
 from .tokens import AccessClaims, AccessTokens, RefreshToken
 
@@ -71,12 +71,14 @@ class Introspector:
         p = keys.partition_of_id(token.sid)
         client = self.sessions.store.client
         async with client.pipeline(transaction=False) as pipe:
-            pipe.hmget(keys.session(p, token.sid), "g", "h", "u", "c", "sc", "ca")
+            pipe.hmget(keys.session(p, token.sid), "g", "h", "u", "c", "sc", "ca", "K", "k")
             pipe.pttl(keys.session(p, token.sid))
             fields, pttl = await pipe.execute()
         if fields[0] is None or int(fields[0]) != token.gen or int(pttl) <= 0:
             return None
-        if not hmac.compare_digest(bytes(fields[1]), token.hash):
+        # Active means usable: the whole token, its tag included (see Sessions.refresh).
+        tag_key = tag_key_of([fields[6], fields[7], fields[1]])
+        if not hmac.compare_digest(bytes(fields[1]), token.hash) or tag_key is None or not token.authentic(tag_key):
             return None
         return {
             "active": True,

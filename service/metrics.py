@@ -45,7 +45,7 @@ LAG_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 REDIS_BUCKETS: Final = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"})
-REFRESH_OUTCOMES: Final = ("rotated", "grace", "reuse_detected", "anomaly_revoked", "expired", "invalid")
+REFRESH_OUTCOMES: Final = ("rotated", "grace", "recovered", "reuse_detected", "anomaly_revoked", "expired", "invalid")
 REVOCATION_KINDS: Final = ("jti", "session", "user")
 REVOCATION_CAUSES: Final = ("logout", "reuse", "anomaly", "admin")
 ANOMALY_REASONS: Final = ("network", "agent", "burst")

@@ -78,13 +78,14 @@ class Revocations:
         deny_key = self.keys.deny_jti(p, ident) if kind == "jti" else self.keys.deny_sid(p, ident)
         retention = self.settings.event_retention * 1000
         seq = int(
-            await self.store.scripts.revoke(
+            await self.store.run_confirmed(
+                self.store.scripts.revoke,
+                p,
                 keys=[deny_key, self.keys.seq(p), self.keys.stream(p)],
                 args=[now, kind, ident, 0, until_ms, reason[:200], retention, EVENTS_CHANNEL, p],
             )
         )
         if seq:
-            await self.store.confirm(p)
             audit_kind = "jti" if kind == "jti" else "session"
             self.metrics.revoked(audit_kind, reason)
             logs.audit_revocation(audit_kind, ident, reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ from .tokens import (
 )
 
 audit = logging.getLogger("tokenward.audit")
+log = logging.getLogger(__name__)
+
+
+def tag_key_of(fields: list[Any]) -> bytes | None:
+    """The tag key from a session's ``K``, ``k``, ``h`` fields, in that order (layout in ``store``)."""
+    found = next((value for value in fields if value is not None), None)
+    return None if found is None else bytes(found)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,7 @@ def session_fields(
     client_id: str,
     scope: str,
     secret_hash: bytes,
+    tag_key: bytes,
     now: int,
     absolute: int,
     idle: int,
@@ -113,15 +122,15 @@ def session_fields(
 ) -> list[str | int | bytes]:
     """A new session's hash as field, value pairs (layout in ``store``), empty fields left out.
 
-    Every value stays short (hashes as raw bytes, times as integers) so the hash keeps
-    Redis's compact listpack encoding, and what the scripts can derive is not stored: the
-    tag key (the first secret's hash), the last use (``ca``) and the login's network (when
-    ``derived_network`` finds it). ``now`` and ``absolute`` are ms, ``idle`` s.
+    Every value stays short (hashes and the tag key as raw bytes, times as integers) so the
+    hash keeps Redis's compact listpack encoding, and what the scripts can derive is not
+    stored: the last use (``ca``) and the login's network (when ``derived_network`` finds
+    it). ``now`` and ``absolute`` are ms, ``idle`` s.
     """
     fields: list[str | int | bytes] = ["u", sub, "c", client_id]
     if scope:
         fields += ["sc", scope]
-    fields += ["g", 0, "h", secret_hash, "ca", now // 1000, "ax", absolute, "it", idle]
+    fields += ["g", 0, "h", secret_hash, "K", tag_key, "ca", now // 1000, "ax", absolute, "it", idle]
     if claims:
         fields += ["x", orjson.dumps(dict(claims)).decode()]
     for name, value in (("dn", device.name), ("ua", device.user_agent), ("ip", device.ip)):
@@ -173,8 +182,10 @@ class Sessions:
         p = self.keys.partition_of_sub(sub)
         sid = new_id(p)
         secret = new_secret()
-        # Generation 0 is tagged under the secret's own hash, which the session stores anyway.
-        refresh = RefreshToken.issue(sid, 0, secret_hash(secret), secret)
+        # Random, so no token holder can compute it: a tag then vouches even for a generation
+        # the store lost (see rotate.lua).
+        tag_key = secrets.token_bytes(16)
+        refresh = RefreshToken.issue(sid, 0, tag_key, secret)
         absolute = now + maximum * 1000
         expires = min(now + idle * 1000, absolute)
         fields = session_fields(
@@ -182,6 +193,7 @@ class Sessions:
             client_id=client_id,
             scope=scope,
             secret_hash=refresh.hash,
+            tag_key=tag_key,
             now=now,
             absolute=absolute,
             idle=idle,
@@ -209,11 +221,19 @@ class Sessions:
         with the previous refresh's under TOKENWARD_REFRESH_ANOMALY (see ``anomalies``).
         """
         token = RefreshToken.parse(raw)
-        if token is None:
+        if token is None or self.keys.partition_of_id(token.sid) >= self.settings.partitions:
             self._outcome("invalid")
             raise InvalidGrant()
         logs.annotate(sid=token.sid)
         p = self.keys.partition_of_id(token.sid)
+        tag_key = await self._tag_key(p, token)
+        if tag_key is None:
+            self._outcome("expired")
+            raise InvalidGrant()
+        if not token.authentic(tag_key):
+            # A prefix with a made-up tag, or a forgery: accepted only whole, whatever the generation.
+            self._outcome("invalid")
+            raise InvalidGrant()
         now = now_ms()
         successor = new_secret()
         deny_until, retention, channel = self.revocation_args(now)
@@ -224,7 +244,7 @@ class Sessions:
                 now,
                 token.gen,
                 token.hash,
-                "",
+                tag_key,
                 secret_hash(successor),
                 seal(successor, token.secret),
                 self.settings.refresh_grace * 1000,
@@ -271,14 +291,11 @@ class Sessions:
                 "session", token.sid, "refresh_anomaly", by="service (refresh anomaly policy)", anomalies=list(reasons)
             )
             raise InvalidGrant()
-        if status == 3:
-            if token.authentic(bytes(result[1])):
-                self._outcome("reuse_detected")
-                await self._end(p, token.sid, "key", [bytes(result[1])], "refresh_token_reuse")
-            else:
-                self._outcome("invalid")
-            raise InvalidGrant()
-        self._outcome("rotated" if status == 1 else "grace")
+        if status == 4:
+            # The store had lost the rotations that issued this token (a failover): counted, and
+            # logged without the token, so an operator sees how often acknowledged writes vanish.
+            log.warning("session %s moved forward past rotations the store lost", token.sid)
+        self._outcome({1: "rotated", 2: "grace", 4: "recovered"}[status])
         gen, tag_key, sealed = int(result[1]), bytes(result[2]), bytes(result[3])
         sub, client_id, granted = text(result[4]), text(result[5]), text(result[6])
         logs.set_caller("user", sub, unless_known=True)
@@ -293,7 +310,7 @@ class Sessions:
                 ",".join(reasons),
                 extra={"sid": token.sid, "sub": sub, "reasons": list(reasons), "action": "flag"},
             )
-        secret = successor if status == 1 else unseal(sealed, token.secret)
+        secret = unseal(sealed, token.secret) if status == 2 else successor
         refresh = RefreshToken.issue(token.sid, gen, tag_key, secret)
         # iat is the time taken before the script ran: if a logout follows the rotation, the
         # token's exp + leeway never outlives the session's deny entry. No cut-off check is
@@ -337,56 +354,71 @@ class Sessions:
             sub=sub, sid=sid, jti=new_jti(p), iat=iat, scope=scope, client_id=client_id, extra=claims
         )
 
-    async def logout(self, raw: str, *, client_id: str | None = None) -> bool:
-        """End the session of a refresh token (current or previous); False if nothing matched.
+    async def _tag_key(self, p: int, token: RefreshToken) -> bytes | None:
+        """The key the session tags its refresh tokens under; None when the session is gone.
 
-        With ``client_id``, the session must have been created through that client.
+        Read before the rotation script runs, because the tag (an HMAC, which Lua cannot
+        compute) must be verified before anything is spent. Not cached: a process that knew
+        live sessions' keys would refuse a forgery naming one faster than one naming nothing.
+        """
+        return tag_key_of(await self.store.client.hmget(self.keys.session(p, token.sid), "K", "k", "h"))
+
+    async def logout(self, raw: str, *, client_id: str | None = None) -> bool:
+        """End the session of a refresh token of any generation; False if it is not ours.
+
+        The token must be whole and authentic (its tag verifies under the session's tag key),
+        checked before anything else, so a forged token answers the same whatever session it
+        names. A well-formed token whose session the store does not know has its sid denied
+        for the access-token lifetime: its access tokens may outlive what a failover made the
+        store forget, and denying a sid that exists nowhere harms no one. With ``client_id``,
+        the session must have been created through that client.
         """
         token = RefreshToken.parse(raw)
         if token is None or self.keys.partition_of_id(token.sid) >= self.settings.partitions:
             return False
         p = self.keys.partition_of_id(token.sid)
-        extra = [token.gen, token.hash]
-        return await self._end(p, token.sid, "token", extra, "logout", client_id=client_id) is not None
+        sub_b, client_b, *keys = await self.store.client.hmget(self.keys.session(p, token.sid), "u", "c", "K", "k", "h")
+        tag_key = tag_key_of(keys)
+        if tag_key is None:
+            return await self._end(p, token.sid, "", "token", b"", "logout") is not None
+        if not token.authentic(tag_key):
+            return False
+        if client_id is not None and text(client_b) != client_id:
+            raise UnauthorizedClient("the token was not issued through this client")
+        return await self._end(p, token.sid, text(sub_b), "token", tag_key, "logout") is not None
 
     async def end(self, sid: str, *, owner: str | None = None, reason: str = "logout") -> str:
         """End a session by id (the owner's, or any for an admin); NotFound if it is not there."""
         if not ID_RE.match(sid) or self.keys.partition_of_id(sid) >= self.settings.partitions:
             raise NotFound("no such session")
         p = self.keys.partition_of_id(sid)
-        mode, extra = ("owner", [owner]) if owner is not None else ("admin", [])
-        sub = await self._end(p, sid, mode, extra, reason)
-        if sub is None:
+        # The user index key needs the sub, which only the session knows: read it first.
+        # A session that vanishes in between simply ends nowhere (the script checks).
+        found = await self.store.client.hget(self.keys.session(p, sid), "u")
+        sub = None
+        if found is not None:
+            mode, check = ("owner", owner) if owner is not None else ("admin", "")
+            sub = await self._end(p, sid, text(found), mode, check, reason)
+        if not sub:
             raise NotFound("no such session")
         return sub
 
-    async def _end(
-        self, p: int, sid: str, mode: str, extra: list[Any], reason: str, *, client_id: str | None = None
-    ) -> str | None:
+    async def _end(self, p: int, sid: str, sub: str, mode: str, check: str | bytes, reason: str) -> str | None:
+        """Run end_session, confirmed; the ended session's sub, '' for a denied unknown sid, None if nothing matched."""
         now = now_ms()
         deny_until, retention, channel = self.revocation_args(now)
-        # The user index key needs the sub, which only the session knows: read it first.
-        # A session that vanishes in between simply ends nowhere (the script checks).
-        found = await self.store.client.hmget(self.keys.session(p, sid), "u", "c")
-        if found[0] is None:
-            return None
-        sub = text(found[0])
-        if client_id is not None and text(found[1]) != client_id:
-            raise UnauthorizedClient("the token was not issued through this client")
-        args = [now, sid, mode, *extra, *[""] * (3 - len(extra)), deny_until, reason, retention, channel, p]
         k = self.keys
-        ended = await self.store.scripts.end_session(
+        ended = await self.store.run_confirmed(
+            self.store.scripts.end_session,
+            p,
             keys=[k.session(p, sid), k.user_index(p, sub), k.deny_sid(p, sid), k.seq(p), k.stream(p)],
-            args=args,
+            args=[now, sid, mode, check, deny_until, reason, retention, channel, p],
         )
         if ended is None:
             return None
-        await self.store.confirm(p)
-        if reason == "refresh_token_reuse":
-            self._revoked("session", sid, reason, sub=text(ended), by="service (reuse detection)")
-        else:
-            self._revoked("session", sid, reason, sub=text(ended))
-        return text(ended)
+        sub = text(ended)
+        self._revoked("session", sid, reason, **({"sub": sub} if sub else {"unknown_session": True}))
+        return sub
 
     async def end_all(self, sub: str, *, keep_sid: str = "", reason: str = "logout_all") -> int:
         """Log a user out everywhere (or everywhere but ``keep_sid``); the number of sessions ended."""
@@ -401,7 +433,9 @@ class Sessions:
             for sid in sids:
                 keys += [k.session(p, sid), k.deny_sid(p, sid)]
             ended = int(
-                await self.store.scripts.end_user_sessions(
+                await self.store.run_confirmed(
+                    self.store.scripts.end_user_sessions,
+                    p,
                     keys=keys,
                     args=[
                         now,
@@ -418,7 +452,6 @@ class Sessions:
                 )
             )
             if ended >= 0:
-                await self.store.confirm(p)
                 if keep_sid:  # each other session was ended (and announced) on its own
                     self._revoked("session", sub, reason, ended, sessions_ended=ended, kept=keep_sid)
                 else:  # one user cut-off covers them all

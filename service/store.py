@@ -41,10 +41,12 @@ marker detects a wipe, not lost recent writes (run AOF for that).
 
 Session hash fields: ``u`` sub, ``c`` client id, ``sc`` scope (absent when empty), ``x``
 extra claims (JSON, absent when none), ``g`` generation, ``h`` hash of the current refresh
-secret (16 raw bytes), ``k`` the session's tag key (16 raw bytes; absent at generation 0,
-where it is ``h``: the first token is tagged under its own secret's hash, which only its
-holder can compute, and a tag only lets its holder end the session, as the token itself
-does), after the first rotation ``p``/``pt``/``pn``/``pc`` previous hash (16 raw bytes),
+secret (16 raw bytes), ``K`` the session's tag key (16 random raw bytes, never in any token:
+a tag verified under it vouches for a token whole, whatever its generation, even one a
+failover made the store forget; sessions of the older layouts have ``k`` instead, or at
+generation 0 nothing, tagging under ``h``, which the first token's holder can compute, so
+their tags never vouch for a lost generation), after the first rotation
+``p``/``pt``/``pn``/``pc`` previous hash (16 raw bytes),
 rotation time (ms; the grace window is ``pt`` + TOKENWARD_REFRESH_GRACE), grace uses (absent =
 0) and the successor sealed under the previous secret (24 raw bytes), ``ca`` created (epoch
 s), ``la`` last used (epoch s; stored only by a grace use, else ``pt``, else ``ca``), ``ax``
@@ -91,7 +93,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import ReadOnlyError
+from redis.exceptions import NoScriptError, ReadOnlyError
 
 from .config import Settings, parse_redis_url
 from .errors import StoreUnavailable
@@ -275,6 +277,7 @@ class Store:
         self.reads = BatchedReads(client)
         self._wait_replicas = settings.wait_replicas
         self._wait_timeout_ms = settings.wait_timeout_ms
+        self._retention_ms = settings.event_retention * 1000
         #: True once Redis has answered the start-up work (boot markers, self-check).
         self.contacted = False
         #: What the self-check refused, when it ran after start (Redis away at start): /readyz fails.
@@ -309,19 +312,60 @@ class Store:
             return True
 
     async def confirm(self, partition: int = 0) -> None:
-        """Make an acknowledged revocation survive a failover: wait for replicas (WAIT).
+        """Make a revocation already written survive a failover: one write after it, then WAIT.
 
-        WAIT covers every write this connection made before it; on a cluster it goes to
-        the primary that owns the partition's slot.
+        WAIT counts the replicas holding every write *of its own connection*; a pooled
+        connection that never wrote gets an immediate, meaningless answer. So the WAIT
+        rides behind a write of its own (renewing the partition's event counter's TTL, as
+        every event does), which the primary's replication stream orders after the
+        revocation. Prefer ``run_confirmed``: a failover between the revocation and this
+        call would confirm the new primary's stream, not the one that took the write.
         """
         if self._wait_replicas <= 0:
             return
+        seq = self.keys.seq(partition)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.execute_command("PEXPIRE", seq, self._retention_ms)
+            self._stage_wait(pipe, seq)
+            replies = await pipe.execute(raise_on_error=False)
+        self._check_acked(replies[-1])
+
+    async def run_confirmed(self, script: AsyncScript, partition: int, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that revokes; with TOKENWARD_WAIT_REPLICAS, answer only once replicas hold its write.
+
+        The script and its WAIT go in one pipeline, so on one connection to one server:
+        the WAIT covers exactly this write (see ``confirm`` for why a WAIT elsewhere does
+        not), and a failover in between breaks the connection instead of confirming
+        another server's state. A script that wrote nothing is confirmed too, which costs
+        a replica round trip and guarantees a retry never meets a silent no-op.
+        """
+        if self._wait_replicas <= 0:
+            return await script(keys=keys, args=args)
+        for attempt in (1, 2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+                self._stage_wait(pipe, keys[0])
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError) and attempt == 1:
+                await self.client.script_load(script.script)  # a restarted or new primary
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            self._check_acked(acked)
+            return reply
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stage_wait(self, pipe: Any, key: str) -> None:
         args = ("WAIT", self._wait_replicas, self._wait_timeout_ms)
         if isinstance(self.client, RedisCluster):
-            node = self.client.get_node_from_key(self.keys.seq(partition))
-            acked = await self.client.execute_command(*args, target_nodes=node)
+            # WAIT names no key: send it to the primary owning the slot the write went to.
+            pipe.execute_command(*args, target_nodes=self.client.get_node_from_key(key))
         else:
-            acked = await self.client.execute_command(*args)
+            pipe.execute_command(*args)
+
+    def _check_acked(self, acked: Any) -> None:
+        if isinstance(acked, BaseException):
+            raise acked
         if int(acked) < self._wait_replicas:
             raise StoreUnavailable(f"only {acked} of {self._wait_replicas} replicas confirmed the write in time")
 

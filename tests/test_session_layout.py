@@ -1,8 +1,9 @@
 """The session hash keeps only what the scripts cannot derive (memory per session, issue 6).
 
-Derived: the tag key until the first rotation (the first secret's hash), the last use (the
-rotation time, else the creation), the network of the latest address (dotted quads), the
-burst window a rotation opened. Sessions written in the older layout keep working.
+Derived: the last use (the rotation time, else the creation), the network of the latest
+address (dotted quads), the burst window a rotation opened. The tag key is random and stored
+from the start ('K'): a tag must be something no token holder can compute, since it vouches
+for generations the store lost. Sessions written in the older layouts keep working.
 """
 
 from __future__ import annotations
@@ -64,9 +65,10 @@ class TestCommonCase:
         assert not set(DERIVED) & set(f), f
         row = await listed(client, first["access_token"])
         assert row["last_used_at"] == row["created_at"] == int(f["ca"])
-        # The first token is tagged under its own hash: an old copy of it is recognised later.
+        # The first token is tagged under the session's random key, not under anything it carries.
         token = RefreshToken.parse(first["refresh_token"])
-        assert token is not None and token.authentic(f["h"])
+        assert token is not None and token.authentic(f["K"]) and not token.authentic(f["h"])
+        assert len(f["K"]) == 16
 
     async def test_a_rotation_from_the_login_device_adds_only_the_grace_fields(
         self, client: TestClient[Any, Any], redis_client: aioredis.Redis, keys: Keyspace
@@ -78,7 +80,7 @@ class TestCommonCase:
         assert status == 200, second
         f = await fields(redis_client, keys, sid)
         assert not {"la", "nw", "rw", "rc", "pe", "pn", "ri", "ru"} & set(f), f
-        assert f["k"] == before["h"] == f["p"], "the tag key is kept once the hash moves on"
+        assert f["K"] == before["K"] and before["h"] == f["p"], "the tag key stays as the hash moves on"
         assert abs(int(f["pt"]) - time.time() * 1000) < 5000
         row = await listed(client, second["access_token"])
         assert row["last_used_at"] == int(f["pt"]) // 1000
@@ -142,6 +144,7 @@ class TestOlderLayout:
         p = keys.partition_of_id(sid)
         tag_key, s0, s1 = secrets.token_bytes(16), new_secret(), new_secret()
         now = int(time.time() * 1000)
+        await redis_client.hdel(keys.session(p, sid), "K")  # the older layouts had none
         await redis_client.hset(
             keys.session(p, sid),
             mapping={

@@ -15,6 +15,9 @@ against the constant ceiling). The concerns stay in their modules (``observe``, 
 2. CORS outside the error mapping, so error answers carry the CORS headers too;
 3. the error table (``errors``) around the handler;
 4. credentials in the query string refused before a handler can read them.
+
+What aiohttp's parser refuses never reaches the edge: ``http.protocol``, the connection
+layer below routing, answers it (and aiohttp's own answers before any handler).
 """
 
 from __future__ import annotations

@@ -3,6 +3,15 @@
 OAuth endpoints (``/oauth/...``) answer errors in the RFC 6749 §5.2 shape
 ``{"error", "error_description"}``; everything else answers an RFC 9457 problem
 document with a stable ``code``. Redis failures become a fast 503 with Retry-After.
+
+Requests refused below routing (``http.protocol``: a malformed or oversized request line,
+header or framing) have no path anyone can trust, so they get one shape that serves both
+kinds of client: a problem document that also carries ``error``/``error_description``
+(``unroutable_response``).
+
+A caller that hangs up is not a store outage: ``CallerGone`` (and any socket error while the
+caller's connection is already closed) is 499 in metrics and the access line, with no
+warning, and nothing is sent.
 """
 
 from __future__ import annotations
@@ -20,6 +29,10 @@ from .. import errors
 log = logging.getLogger("tokenward.http")
 
 
+#: The status recorded (never sent) for a request whose caller went away, as nginx logs it.
+CALLER_GONE: Final = 499
+
+
 class ErrorShape(NamedTuple):
     status: int
     code: str
@@ -28,8 +41,12 @@ class ErrorShape(NamedTuple):
 
 # Most specific first: the first isinstance match wins.
 ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
+    # nginx's 499: nobody hears the answer; counted apart from our own failures.
+    (errors.CallerGone, ErrorShape(CALLER_GONE, "client_closed_request")),
     (errors.PayloadTooLarge, ErrorShape(413, "invalid_request")),
     (errors.RequestTimeout, ErrorShape(408, "invalid_request")),
+    (errors.UnreadableBody, ErrorShape(400, "invalid_request")),
+    (errors.EncodedBody, ErrorShape(415, "invalid_request")),
     (errors.InvalidRequest, ErrorShape(400, "invalid_request")),
     (errors.UnsupportedGrantType, ErrorShape(400, "unsupported_grant_type")),
     (errors.UnsupportedTokenType, ErrorShape(400, "unsupported_token_type")),
@@ -61,12 +78,32 @@ ERROR_TABLE: Final[tuple[tuple[type[BaseException], ErrorShape], ...]] = (
 _DETAILS: Final = {503: "the token store is unavailable; retry shortly"}
 
 
+def caller_gone(request: web.BaseRequest, exc: BaseException) -> bool:
+    """Whether ``exc`` is the caller's socket failing: ``CallerGone``, or a socket error
+    (reset, broken pipe) while the caller's own connection is closed or closing. A socket error
+    with the caller still connected came from elsewhere (Redis) and stays a 503."""
+    if isinstance(exc, errors.CallerGone):
+        return True
+    transport = request.transport
+    return isinstance(exc, ConnectionError) and (transport is None or transport.is_closing())
+
+
 def shape_for(exc: BaseException) -> ErrorShape | None:
     """The table row for an exception, or None."""
     for cls, shape in ERROR_TABLE:
         if isinstance(exc, cls):
             return shape
     return None
+
+
+def _problem(shape: ErrorShape, detail: str) -> dict[str, str | int]:
+    return {
+        "type": "about:blank",
+        "title": shape.code.replace("_", " "),
+        "status": shape.status,
+        "code": shape.code,
+        "detail": detail,
+    }
 
 
 def error_response(request: web.Request, shape: ErrorShape, detail: str) -> web.Response:
@@ -81,15 +118,23 @@ def error_response(request: web.Request, shape: ErrorShape, detail: str) -> web.
         headers["Pragma"] = "no-cache"
         content_type = "application/json"
     else:
-        body = {
-            "type": "about:blank",
-            "title": shape.code.replace("_", " "),
-            "status": shape.status,
-            "code": shape.code,
-            "detail": detail,
-        }
+        body = _problem(shape, detail)
         content_type = "application/problem+json"
     return web.Response(status=shape.status, body=orjson.dumps(body), content_type=content_type, headers=headers)
+
+
+def unroutable_response(shape: ErrorShape, detail: str) -> web.Response:
+    """An error for a request refused before its path could be trusted: a problem document
+    that also carries RFC 6749's ``error``/``error_description``, and the connection closed.
+
+    ``detail`` is always a fixed text of ours: never a byte of the request."""
+    body = {**_problem(shape, detail), "error": shape.code, "error_description": detail}
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    resp = web.Response(
+        status=shape.status, body=orjson.dumps(body), content_type="application/problem+json", headers=headers
+    )
+    resp.force_close()
+    return resp
 
 
 def answer_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response | None:
@@ -110,6 +155,10 @@ def answer_http_exception(request: web.Request, exc: web.HTTPException) -> web.R
 
 def answer_exception(request: web.Request, exc: Exception) -> web.Response:
     """The answer for an exception a handler raised: its table row, or a 500 that leaks nothing."""
+    if caller_gone(request, exc):
+        resp = web.Response(status=CALLER_GONE)
+        resp.force_close()
+        return resp
     shape = shape_for(exc)
     if shape is None:
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -120,6 +169,10 @@ def answer_exception(request: web.Request, exc: Exception) -> web.Response:
     resp = error_response(request, shape, detail)
     if isinstance(exc, errors.RateLimited):
         resp.headers["Retry-After"] = str(exc.retry_after)
-    if isinstance(exc, errors.RequestTimeout):
-        resp.force_close()  # the rest of a body that came too slowly is not worth waiting for
+    if isinstance(exc, errors.EncodedBody):
+        resp.headers["Accept-Encoding"] = "identity"  # RFC 9110 §15.5.16
+    if isinstance(exc, errors.RequestTimeout | errors.UnreadableBody | errors.EncodedBody):
+        # The rest of a body that came too slowly, is misframed or is refused unread is not
+        # worth reading: where the next request would begin is not known.
+        resp.force_close()
     return resp

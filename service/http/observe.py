@@ -33,6 +33,8 @@ QUIET_ROUTES: Final = frozenset({"/healthz", "/readyz", "/metrics"})
 #: The route label of answers no route template matched, and the name of the edge's
 #: catch-all route that gives them (``http.edge``).
 UNMATCHED: Final = "unmatched"
+#: The route label of requests refused below routing (``http.protocol``): malformed or oversized heads.
+MALFORMED: Final = "malformed"
 _CONTEXT_ONLY: Final = frozenset({"request_id", "caller"})
 
 

@@ -10,10 +10,11 @@ from urllib.parse import parse_qsl
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .. import state
 from ..config import Network, Settings
-from ..errors import InvalidRequest, PayloadTooLarge, RequestTimeout
+from ..errors import CallerGone, EncodedBody, InvalidRequest, PayloadTooLarge, RequestTimeout, UnreadableBody
 from ..ratelimit import IPAddress
 
 
@@ -22,7 +23,16 @@ async def _body(request: web.Request, limit: int) -> bytes:
 
     ``StreamReader.read(n)`` returns what has arrived so far, so a body split over TCP
     segments is read in a loop; aiohttp has no body timeout of its own, hence the deadline.
+
+    A body with a ``Content-Encoding`` is refused before a byte of it is read (415): no
+    client of these endpoints compresses a few hundred bytes of form or JSON, and a body
+    that is never inflated cannot be a decompression bomb or a broken gzip stream (aiohttp
+    is told not to inflate, ``http.protocol.HANDLER_ARGS``), so the cap counts the bytes
+    as they are. Broken framing is ``UnreadableBody`` (400, connection closed); a caller
+    that hangs up mid-body is ``CallerGone`` (499), never a store outage.
     """
+    if any(coding.strip().lower() not in ("", "identity") for coding in _codings(request)):
+        raise EncodedBody("compressed request bodies are not accepted; send the body as it is")
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge("request body too large")
     chunks: list[bytes] = []
@@ -39,9 +49,18 @@ async def _body(request: web.Request, limit: int) -> bytes:
         raise RequestTimeout("the request body did not arrive in time") from None
     except ValueError:
         raise InvalidRequest("unreadable body") from None
+    except ConnectionResetError:
+        raise CallerGone("the caller closed the connection during the body") from None
+    except (web.RequestPayloadError, HttpProcessingError):
+        # aiohttp's messages quote the offending bytes: never passed on.
+        raise UnreadableBody("the request body's framing is malformed") from None
     if size > limit:
         raise PayloadTooLarge("request body too large")
     return b"".join(chunks)
+
+
+def _codings(request: web.Request) -> list[str]:
+    return [coding for line in request.headers.getall("Content-Encoding", ()) for coding in line.split(",")]
 
 
 def _printable(value: str) -> bool:

@@ -1,30 +1,30 @@
 -- End one session (logout) and deny its access tokens.
 -- KEYS[1] session hash tw:{p}:s:<sid>   KEYS[2] user index tw:{p}:u:<sub>
 -- KEYS[3] session deny tw:{p}:ds:<sid>  KEYS[4] event counter  KEYS[5] event stream
--- ARGV: 1 now ms, 2 sid, 3 mode, 4..6 mode arguments, 7 deny until ms, 8 reason,
---       9 event retention ms, 10 channel, 11 partition
--- Modes: 'token' (4 gen, 5 hash: the current or the previous refresh token),
---        'key' (4 tag key: the session must still be the one whose old token was replayed),
+-- ARGV: 1 now ms, 2 sid, 3 mode, 4 mode argument, 5 deny until ms, 6 reason,
+--       7 event retention ms, 8 channel, 9 partition
+-- Modes: 'token' (4 the tag key the caller verified the presented refresh token's tag under:
+--                 any generation of this session's tokens ends it, one the store never saw
+--                 included; a session the store does not know has its sid denied all the
+--                 same, since its access tokens may outlive what the store forgot),
 --        'owner' (4 sub: the session must belong to that user), 'admin' (no check).
--- Returns the session's sub when it was ended, false when nothing matched.
+-- Returns the session's sub when it was ended, '' when (token mode) the session was not
+-- there and its sid was denied, false when nothing matched.
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
-local f = redis.call('HMGET', s, 'u', 'g', 'h', 'k', 'p')
+local mode = ARGV[3]
+local f = redis.call('HMGET', s, 'u', 'h', 'k', 'K')
 if not f[1] then
+  if mode == 'token' then
+    tw_revoke(KEYS[3], KEYS[4], KEYS[5], ARGV[8], tonumber(ARGV[9]), 'sid', ARGV[2], 0,
+      tonumber(ARGV[5]), now, ARGV[6], tonumber(ARGV[7]))
+    return ''
+  end
   return false
 end
-local mode = ARGV[3]
 if mode == 'token' then
-  -- Raw 16-byte SHA-256 prefixes of 192-bit random secrets: plain equality is fine here,
-  -- timing cannot help anyone find a secret whose hash matches.
-  local pg = tonumber(ARGV[4])
-  local g = tonumber(f[2])
-  if not ((pg == g and ARGV[5] == f[3]) or (pg == g - 1 and ARGV[5] == f[5])) then
-    return false
-  end
-elseif mode == 'key' then
-  -- An absent tag key is the first secret's hash (generation 0, see store.py).
-  if ARGV[4] ~= (f[4] or f[3]) then
+  -- The tag key: 'K', or in sessions of the older layout 'k', else the first secret's hash.
+  if ARGV[4] ~= (f[4] or f[3] or f[2]) then
     return false
   end
 elseif mode == 'owner' then
@@ -34,6 +34,6 @@ elseif mode == 'owner' then
 end
 redis.call('DEL', s)
 redis.call('ZREM', KEYS[2], ARGV[2])
-tw_revoke(KEYS[3], KEYS[4], KEYS[5], ARGV[10], tonumber(ARGV[11]), 'sid', ARGV[2], 0,
-  tonumber(ARGV[7]), now, ARGV[8], tonumber(ARGV[9]))
+tw_revoke(KEYS[3], KEYS[4], KEYS[5], ARGV[8], tonumber(ARGV[9]), 'sid', ARGV[2], 0,
+  tonumber(ARGV[5]), now, ARGV[6], tonumber(ARGV[7]))
 return f[1]

@@ -3,7 +3,8 @@
 -- KEYS[3] event counter tw:{p}:seq       KEYS[4] event stream tw:{p}:ev
 -- KEYS[5] signals stream tw:{p}:sg
 -- (A revoked sid stays in its user's index until it is pruned: readers skip missing sessions.)
--- ARGV: 1 now ms, 2 presented generation, 3 presented hash, 4 unused,
+-- ARGV: 1 now ms, 2 presented generation, 3 presented hash, 4 the tag key the caller verified
+--       the token's tag under (so the token is authentic when it is this session's key),
 --       5 successor hash, 6 successor secret sealed under the presented secret,
 --       7 grace ms, 8 grace uses, 9 client id ('' = any), 10 requested scope ('' = same),
 --       11 deny until ms, 12 event retention ms, 13 channel, 14 partition, 15 sid,
@@ -14,13 +15,17 @@
 --   {2, gen, tag key, sealed, sub, client, scope, claims, absolute ms, expires ms, reasons}
 --                     grace: same successor again
 --                     (reasons: anomalies flagged, comma-separated, '' when none)
---   {3, tag key}      an older generation: the caller checks the token's tag (an HMAC under
---                     the tag key) and, if authentic, ends the session with end_session 'key'
+--   {4, ...}          as 1, from a generation ahead of the stored one: the store lost
+--                     rotations (a failover), the authentic token moves the session forward
 --   {0, 'invalid' | 'expired' | 'scope'}                                       refused, nothing touched
 --   {-1, 'reused'}                                                             family revoked
 --   {-2, reasons}     an anomaly under the revoke policy: session ended, tokens denied
--- Authenticity: the current and the previous secret are known by hash; older generations
--- are recognised by their tag, so a forged token never ends anybody's session.
+-- Authenticity: every token's tag is checked by the caller (an HMAC, which Lua cannot
+-- compute) under the tag key it read, and the key is compared here; the tag key never
+-- changes for a session. So a token is accepted only whole (a prefix with a made-up tag
+-- is refused whatever its generation), a forged token never ends anybody's session, and
+-- a generation the store never saw can be trusted. The current and the previous secret
+-- are also known by hash: an authentic token whose secret differs is a fork, refused.
 -- Hashes and the tag key are raw bytes (16 each), the sealed successor too (24); 'la' and
 -- 'it' (idle TTL) in seconds, 'ax' and 'pt' in ms ('pe', the deadline in ms, and an explicit
 -- 'la'/'rw'/'rc' come from sessions written before: still read). Derived fields (store.py):
@@ -32,7 +37,7 @@
 local s = KEYS[1]
 local now = tonumber(ARGV[1])
 local f = redis.call('HMGET', s, 'g', 'h', 'k', 'p', 'pe', 'pn', 'pc', 'ax', 'it', 'u', 'c', 'sc', 'x',
-  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip', 'pt', 'la')
+  'ri', 'ru', 'nw', 'rw', 'rc', 'ua', 'ip', 'pt', 'la', 'K')
 if not f[1] then
   -- Gone: expired (idle or absolute TTL) or ended; once the key is gone Redis cannot tell which.
   return {0, 'expired'}
@@ -40,9 +45,14 @@ end
 local g = tonumber(f[1])
 local pg = tonumber(ARGV[2])
 local absolute = tonumber(f[8])
--- Until the first rotation the tag key is the first secret's hash: nothing a token holder
--- could not already do with the token itself, and 21 bytes less per fresh session.
-local tag_key = f[3] or f[2]
+-- 'K' is a random tag key no token holder can compute. Sessions written before it tag under
+-- 'k', or until their first rotation under the first secret's hash ('h'), which the holder of
+-- the first token can compute: their tags tell a rotated token from a forged one, but cannot
+-- vouch for a generation the store never saw.
+local tag_key = f[23] or f[3] or f[2]
+if ARGV[4] ~= tag_key then
+  return {0, 'invalid'}
+end
 if now >= absolute then
   return {0, 'expired'}
 end
@@ -147,20 +157,18 @@ local function act(reasons)
   return nil
 end
 
-if pg == g then
-  if ARGV[3] ~= f[2] then
-    return {0, 'invalid'}
-  end
+-- Spend the token of generation pg (the current one, or one the store lost) for pg + 1.
+local function rotate(status)
   if not scope_ok() then
     return {0, 'scope'}
   end
   local reasons = observe(true)
   local stop = act(reasons)
   if stop then return stop end
-  local ng = g + 1
+  local ng = pg + 1
   -- 'pt' (rotation time) stands for the grace deadline, the last use and the burst window.
   local set = {'g', ng, 'h', ARGV[5], 'p', ARGV[3], 'pt', now, 'pc', ARGV[6]}
-  if not f[3] then table.insert(set, 'k'); table.insert(set, f[2]) end
+  if not (f[3] or f[23]) then table.insert(set, 'k'); table.insert(set, f[2]) end
   redis.call('HSET', s, unpack(set))
   -- No grace use yet (an absent 'pn' counts as 0); 'pe' and 'la' are implied by 'pt' now.
   local del = {}
@@ -170,40 +178,53 @@ if pg == g then
   if #del > 0 then redis.call('HDEL', s, unpack(del)) end
   local expires = math.min(now + idle_ms, absolute)
   redis.call('PEXPIREAT', s, expires)
-  return {1, ng, tag_key, '', f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
+  return {status, ng, tag_key, '', f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
 end
 
-if pg > g or pg < 0 then
-  return {0, 'invalid'}
-end
-if pg < g - 1 then
-  return {3, tag_key}
-end
-if ARGV[3] ~= f[4] then
-  -- Never issued by this session: refuse without touching it.
-  return {0, 'invalid'}
-end
--- Sessions written before 'pt' carry the deadline itself ('pe').
-local deadline = f[5] and tonumber(f[5]) or tonumber(f[21]) + tonumber(ARGV[7])
-if now < deadline then
-  if tonumber(f[6] or 0) >= tonumber(ARGV[8]) then
+if pg == g then
+  if ARGV[3] ~= f[2] then
     return {0, 'invalid'}
   end
-  if not scope_ok() then
-    return {0, 'scope'}
-  end
-  local reasons = observe(false)
-  local stop = act(reasons)
-  if stop then return stop end
-  redis.call('HINCRBY', s, 'pn', 1)
-  redis.call('HSET', s, 'la', now_s)
-  local expires = math.min(now + idle_ms, absolute)
-  redis.call('PEXPIREAT', s, expires)
-  return {2, g, tag_key, f[7], f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
+  return rotate(1)
 end
 
--- An authentic, already rotated token outside the grace window: theft. End this
--- session (only this one) and deny every access token it minted.
+if pg > g and f[23] then
+  -- Authentic, yet never recorded: the rotations that issued it were acknowledged by a
+  -- primary whose writes a failover discarded. Accepted once; its second use meets the
+  -- previous-generation rules (grace, then reuse detection) like any rotated token.
+  return rotate(4)
+end
+if pg > g then
+  return {0, 'invalid'}  -- a session of the older layout: see 'K' above
+end
+if pg == g - 1 then
+  if ARGV[3] ~= f[4] then
+    -- Authentic but not the secret this session recorded: a fork after lost writes.
+    -- Refused, nothing ended: an honest second tab can get here.
+    return {0, 'invalid'}
+  end
+  -- Sessions written before 'pt' carry the deadline itself ('pe').
+  local deadline = f[5] and tonumber(f[5]) or tonumber(f[21]) + tonumber(ARGV[7])
+  if now < deadline then
+    if tonumber(f[6] or 0) >= tonumber(ARGV[8]) then
+      return {0, 'invalid'}
+    end
+    if not scope_ok() then
+      return {0, 'scope'}
+    end
+    local reasons = observe(false)
+    local stop = act(reasons)
+    if stop then return stop end
+    redis.call('HINCRBY', s, 'pn', 1)
+    redis.call('HSET', s, 'la', now_s)
+    local expires = math.min(now + idle_ms, absolute)
+    redis.call('PEXPIREAT', s, expires)
+    return {2, g, tag_key, f[7], f[10], f[11], scope, claims, absolute, expires, table.concat(reasons, ',')}
+  end
+end
+
+-- An authentic, already rotated token (outside the grace window, or older): theft. End
+-- this session (only this one) and deny every access token it minted.
 redis.call('DEL', s)
 tw_revoke(KEYS[2], KEYS[3], KEYS[4], ARGV[13], tonumber(ARGV[14]), 'sid', ARGV[15], 0,
   tonumber(ARGV[11]), now, 'refresh_token_reuse', tonumber(ARGV[12]))

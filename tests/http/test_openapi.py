@@ -209,7 +209,7 @@ def test_every_operation_documents_the_errors_the_middleware_gives() -> None:
         if {"accessBearer": []} in security:
             assert "401" in codes, where
         if "requestBody" in op:
-            assert {"400", "413"} <= codes, where
+            assert {"400", "413", "415"} <= codes, where
         if path not in NO_REDIS:
             assert "503" in codes, where
             retry = resolve(doc, op["responses"]["503"])["headers"]["Retry-After"]
@@ -441,8 +441,9 @@ async def test_every_redis_backed_operation_answers_its_documented_503(
 async def test_wrong_scope_and_oversized_bodies_get_their_documented_answers(
     aiohttp_client: Any, settings: Settings, keyring: KeyRing, redis_client: aioredis.Redis
 ) -> None:
-    """403 for a client without the endpoint's scope and 413 for a body over the cap, on every
-    operation that can give them; schemathesis sends neither (its client always has the scope)."""
+    """403 for a client without the endpoint's scope, 413 for a body over the cap and 415 for a
+    compressed one, on every operation that can give them; schemathesis sends none of them (its
+    client always has the scope)."""
     registry = ClientRegistry(
         {cid: Client(cid, hash_secret(secret), frozenset(scopes)) for cid, (secret, scopes) in CLIENTS.items()}
     )
@@ -472,5 +473,9 @@ async def test_wrong_scope_and_oversized_bodies_get_their_documented_answers(
             resp = await client.request(method.upper(), url, headers=headers, data=b"x" * (settings.max_body_bytes + 1))
             assert resp.status == 413, (method, path, await resp.text())
             check_response(doc, path, method, 413, resp.headers, await resp.read(), resp.content_type)
+            headers["Content-Encoding"] = "gzip"  # never inflated: refused unread (issue 15, finding 10)
+            resp = await client.request(method.upper(), url, headers=headers, data=b"\x1f\x8b not gzip")
+            assert resp.status == 415, (method, path, await resp.text())
+            check_response(doc, path, method, 415, resp.headers, await resp.read(), resp.content_type)
             bodies += 1
     assert (forbidden, bodies) == (9, 5)
