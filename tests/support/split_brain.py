@@ -44,6 +44,7 @@ import orjson
 
 from service.keys import KeyRing, generate, make_key
 from tests.conftest import CLIENT_SECRETS, basic
+from tests.support import prom
 from tests.support.processes import ROOT, ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, ReplicatedCluster, SentinelGroup
 
@@ -113,6 +114,7 @@ class Violation:
     how: str
     process: str
     after: float
+    acked_at: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,6 +153,9 @@ class Report:
     statuses: Counter[tuple[str, int]]
     acknowledged: Counter[str]
     signed_out: int
+    # Refreshes with a token ahead of the store accepted once (tokenward_refresh_total
+    # {outcome="recovered"}, summed over both processes; a killed process's count restarts).
+    recovered: int
     lost_connections: int
     faults: list[FaultReport]
     elapsed: float
@@ -171,6 +176,7 @@ class Report:
             f"INVARIANTS accepted-after-ack {self.accepted} (in {self.sessions_hit} sessions), "
             f"logouts-undone {self.undone}, unexpected-5xx {sum(self.unexpected.values())} {dict(self.unexpected)}",
             f"users signed out without a revocation (refresh refused): {self.signed_out}; "
+            f"lost rotations recovered: {self.recovered}; "
             f"calls without an answer (service killed): {self.lost_connections}",
         ]
         by_kind: dict[str, set[str]] = defaultdict(set)
@@ -180,10 +186,11 @@ class Report:
             out.append(
                 "  sessions hit, by how they were revoked: " + ", ".join(f"{k} {len(v)}" for k, v in by_kind.items())
             )
-        for v in self.violations[:20]:
-            out.append(
-                f"  violation: sid {v.sid[:10]} ({v.revoked_by}) {v.how} on {v.process} {v.after:.1f}s after ack"
-            )
+        first_hits = {v.sid: v for v in reversed(self.violations)}
+        for v in sorted(first_hits.values(), key=lambda v: v.acked_at)[:20]:
+            fault = next((f for f in reversed(self.faults) if f.started <= v.acked_at), None)
+            since = f"{v.acked_at - fault.started:.1f}s after {fault.name}" if fault else "before any fault"
+            out.append(f"  session {v.sid[:10]} ({v.revoked_by}) acknowledged {since}, then {v.how} on {v.process}")
         for fault in self.faults:
             back = "n/a" if fault.revocations_back_after is None else f"{fault.revocations_back_after:.1f}s"
             out.append(
@@ -253,6 +260,7 @@ class SplitBrainRun:
         self.t0 = 0.0
         self.http: aiohttp.ClientSession | None = None
         self.watched = False
+        self.recovered = 0
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -411,7 +419,7 @@ class SplitBrainRun:
 
     def violation(self, s: Session, how: str, process: str, sent: float) -> None:
         assert s.revoked_at is not None
-        self.violations.append(Violation(s.sid, s.revoked_by, how, process, sent - s.revoked_at))
+        self.violations.append(Violation(s.sid, s.revoked_by, how, process, sent - s.revoked_at, s.revoked_at))
 
     async def probe(self, s: Session, *, everything: bool) -> None:
         """Probe a revoked session's tokens on both processes: the newest access token (every one
@@ -537,10 +545,22 @@ class SplitBrainRun:
                 await asyncio.wait_for(asyncio.gather(*tasks), 120)
                 self.log(f"+{self.now():.0f}s load stopped; final sweep")
                 await self.sweep()
+                self.recovered = await self.recovered_rotations()
             finally:
                 for task in tasks:
                     task.cancel()
         return self.report()
+
+    async def recovered_rotations(self) -> int:
+        """tokenward_refresh_total{outcome="recovered"} over both processes."""
+        total = 0
+        for process in self.services:
+            assert self.http is not None
+            async with self.http.get(self.services[process].url + "/metrics", headers=basic("admin")) as resp:
+                assert resp.status == 200, await resp.text()
+                found = prom.samples(await resp.text())
+            total += int(found.get(("tokenward_refresh_total", frozenset({("outcome", "recovered")})), 0))
+        return total
 
     async def sweep(self) -> None:
         """Every token of every revoked session, from at least ``GRACE`` after its acknowledgement."""
@@ -577,6 +597,7 @@ class SplitBrainRun:
             statuses=statuses,
             acknowledged=self.acknowledged,
             signed_out=self.signed_out,
+            recovered=self.recovered,
             lost_connections=sum(v for k, v in statuses.items() if k[1] == 0),
             faults=self.faults,
             elapsed=self.now(),
