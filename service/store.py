@@ -114,6 +114,8 @@ class NoGoodReplicas(ReadOnlyError):
 BaseParser.EXCEPTION_CLASSES.setdefault("NOREPLICAS", NoGoodReplicas)
 
 EVENTS_CHANNEL: Final = "tw:events"
+# Sentinel flags on a primary that may be about to lose the writes it takes.
+UNSURE_PRIMARY: Final = frozenset({"s_down", "o_down", "failover_in_progress"})
 SCRIPT_NAMES: Final = ("create_session", "rotate", "end_session", "end_user_sessions", "revoke", "ratelimit")
 
 
@@ -325,10 +327,12 @@ class Store:
             return
         seq = self.keys.seq(partition)
         async with self.client.pipeline(transaction=False) as pipe:
+            dialled = await self._pin_connection(pipe)
             pipe.execute_command("PEXPIRE", seq, self._retention_ms)
             self._stage_wait(pipe, seq)
             replies = await pipe.execute(raise_on_error=False)
         self._check_acked(replies[-1])
+        await self._check_still_primary(dialled)
 
     async def run_confirmed(self, script: AsyncScript, partition: int, keys: list[str], args: list[Any]) -> Any:
         """Run a script that revokes; with TOKENWARD_WAIT_REPLICAS, answer only once replicas hold its write.
@@ -343,6 +347,7 @@ class Store:
             return await script(keys=keys, args=args)
         for attempt in (1, 2):
             async with self.client.pipeline(transaction=False) as pipe:
+                dialled = await self._pin_connection(pipe)
                 pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
                 self._stage_wait(pipe, keys[0])
                 reply, acked = await pipe.execute(raise_on_error=False)
@@ -352,8 +357,54 @@ class Store:
             if isinstance(reply, BaseException):
                 raise reply
             self._check_acked(acked)
+            await self._check_still_primary(dialled)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _pin_connection(self, pipe: Any) -> tuple[str, int] | None:
+        """On Sentinel, give ``pipe`` its connection now and return the address it dialled."""
+        if self.kind != "sentinel":
+            return None
+        conn = await self.client.connection_pool.get_connection()
+        pipe.connection = conn  # the pipeline uses it, and releases it on leaving its block
+        return (str(conn.host), int(conn.port))
+
+    async def _check_still_primary(self, dialled: tuple[str, int] | None) -> None:
+        """Fence a confirmed revocation on Sentinel: the server it ran on must still be the
+        primary in the newest configuration any sentinel knows (highest config epoch), and
+        no sentinel with that configuration may think it down or be failing it over.
+
+        A primary paused or cut off past down-after-milliseconds comes back still calling
+        itself primary, and a replica the sentinels have not yet moved to the promoted one can
+        confirm a WAIT there, then discard the write on resync (docs/consistency.md: a few
+        acknowledged revocations per split brain were lost that way). Such a write answers 503,
+        and the client's retry goes to the new primary. Costs one concurrent round trip to the
+        sentinels per revocation.
+        """
+        if dialled is None:
+            return
+        pool = self.client.connection_pool
+
+        async def ask(sentinel: Any) -> dict[str, Any] | None:
+            try:
+                state: dict[str, Any] | None = (await sentinel.sentinel_masters()).get(pool.service_name)
+            except (aioredis.RedisError, OSError):
+                return None
+            return state
+
+        states = [s for s in await asyncio.gather(*(ask(s) for s in pool.sentinel_manager.sentinels)) if s]
+        if not states:
+            raise StoreUnavailable("no sentinel answered: cannot tell whether the revocation reached the primary")
+        newest = max(int(s.get("config-epoch", 0)) for s in states)
+        for state in states:
+            if int(state.get("config-epoch", 0)) != newest:
+                continue  # a sentinel that has not heard of the latest promotion yet
+            if (str(state["ip"]), int(state["port"])) != dialled:
+                raise StoreUnavailable("the primary changed while the revocation was confirmed; retry")
+            # Until a failover completes, the sentinels still name the old primary, flagged: a
+            # write it took now may be discarded when the promotion lands.
+            if UNSURE_PRIMARY & set(str(state.get("flags", "")).split(",")):
+                raise StoreUnavailable("the sentinels are failing the primary over; retry")
 
     def _stage_wait(self, pipe: Any, key: str) -> None:
         args = ("WAIT", self._wait_replicas, self._wait_timeout_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -14,7 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.config import Secret, Settings
+from service.errors import StoreUnavailable
 from service.keys import KeyRing
+from service.revocation import Revocations
+from service.store import open_store
+from service.tokens import new_id
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import ROOT, ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, SentinelGroup
@@ -236,3 +242,24 @@ async def test_sentinel_failover_loses_no_acknowledged_revocation(
                     assert await resp.read() == b'{"active":false}', "an acknowledged revocation was lost"
     finally:
         service.stop()
+
+
+async def test_a_revocation_is_fenced_by_the_sentinels_newest_configuration(
+    sentinel_group: SentinelGroup, settings: Settings
+) -> None:
+    """After WAIT, the server a revocation was written to must be the primary the sentinels'
+    newest configuration names; a confirmed write on any other server (a primary left behind
+    by a failover, still confirmed by a replica about to be moved) answers 503."""
+    configured = dataclasses.replace(settings, redis_url=Secret(sentinel_group.url), wait_replicas=1)
+    store = open_store(configured)
+    try:
+        primary = sentinel_group.master()
+        await store._check_still_primary(("127.0.0.1", primary.port))
+        for replica in sentinel_group.replicas:
+            with pytest.raises(StoreUnavailable, match="primary changed"):
+                await store._check_still_primary(("127.0.0.1", replica.port))
+        # And through the revoking path: the pinned connection is the one the sentinels name.
+        revocations = Revocations(store, configured)
+        assert await revocations.revoke_sid(new_id(0), "test") > 0
+    finally:
+        await store.aclose()
