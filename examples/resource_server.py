@@ -156,7 +156,12 @@ def create_app(environ: dict[str, str] | os._Environ[str] = os.environ) -> web.A
     )
     jwks = JWKSClient(f"{base}/.well-known/jwks.json")
     verifier = Verifier(
-        jwks, issuer=environ.get("ISSUER", base), audience=environ.get("AUDIENCE", "tokenward"), cache=cache
+        jwks,
+        issuer=environ.get("ISSUER", base),
+        audience=environ.get("AUDIENCE", "tokenward"),
+        cache=cache,
+        # The service's access-token lifetime: a token claiming a longer one is refused.
+        access_ttl=int(environ.get("TOKENWARD_ACCESS_TTL", "300")),
     )
     app = web.Application(
         middlewares=[

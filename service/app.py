@@ -13,6 +13,8 @@ from . import state
 from .clients import ClientRegistry
 from .config import Settings
 from .denycache import CachedRevocations
+from .events import EventLog
+from .fanout import Fanout
 from .http.protocol import HANDLER_ARGS
 from .http.routes import setup_routes
 from .introspection import Introspector
@@ -68,6 +70,14 @@ async def _redis_ctx(app: web.Application) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await contact
     await store.aclose()
+
+
+async def _fanout_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One reader of the event streams for every SSE stream (``fanout.py``), started by the first."""
+    fanout = Fanout(EventLog(app[state.STORE], app[state.SETTINGS]))
+    app[state.FANOUT] = fanout
+    yield
+    await fanout.aclose()
 
 
 async def _key_sampler_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -140,5 +150,6 @@ def create_app(
     app.cleanup_ctx.append(_redis_ctx)
     app.cleanup_ctx.append(_revocations_ctx)
     app.cleanup_ctx.append(_key_sampler_ctx)
+    app.cleanup_ctx.append(_fanout_ctx)
     setup_routes(app)
     return app

@@ -206,6 +206,14 @@ class Settings:
             raise ConfigError(f"{PREFIX}KEYS_DIR must be set when {PREFIX}REDIS_URL is set")
         if not self.embedded and self.clients_file is None:
             raise ConfigError(f"{PREFIX}CLIENTS_FILE must be set when {PREFIX}REDIS_URL is set")
+        if self.keys_dir is not None and self.clients_file is None:
+            # Without a clients file the embedded store serves the publicly known all-scopes
+            # dev client; with real keys its tokens would verify wherever those keys are trusted.
+            raise ConfigError(
+                f"{PREFIX}KEYS_DIR is set without {PREFIX}CLIENTS_FILE: the embedded development "
+                f"client (dev/dev-secret) must never sign with real keys. Set {PREFIX}CLIENTS_FILE "
+                f"(or unset {PREFIX}KEYS_DIR for an ephemeral development key)."
+            )
         self._validate_cookie_mode()
 
     def _validate_cookie_mode(self) -> None:

@@ -37,7 +37,15 @@ from .sdk.events import (
 from .store import Store
 
 CURSOR_VERSION: Final = "1"
-_POSITION_RE: Final = re.compile(r"^([0-9]{1,3})_([0-9]{1,20}-[0-9]{1,20})_([0-9]{1,20})$")
+# Canonical decimals only (no sign, no leading zero), as ``encode`` writes them: a cursor
+# is read back exactly as it was written, so two spellings never name one position.
+_NUMBER: Final = r"(0|[1-9][0-9]{0,19})"
+_POSITION_RE: Final = re.compile(rf"{_NUMBER}_({_NUMBER}-{_NUMBER})_{_NUMBER}")
+# Both halves of a Redis stream id are unsigned 64-bit and the seq counter (INCR) is signed
+# 64-bit; Redis refuses anything larger ("Invalid stream ID"), which must be the caller's
+# 400, never our 500.
+_MAX_ID_PART: Final = 2**64 - 1
+_MAX_SEQ: Final = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,19 +75,27 @@ class Cursor:
 
     @classmethod
     def parse(cls, raw: str, partitions: int) -> Cursor:
-        """Parse a cursor; InvalidRequest (400) for anything malformed or for other partitions."""
-        version, _, rest = raw.strip().partition(".")
+        """Parse a cursor exactly as ``encode`` writes it; InvalidRequest (400) for anything
+        malformed, out of Redis's range, or for another number of partitions."""
+        version, _, rest = raw.partition(".")
         if version != CURSOR_VERSION or not rest:
             raise InvalidRequest("unknown cursor format")
-        found: dict[int, Position] = {}
+        positions: list[Position] = []
         for item in rest.split("."):
-            m = _POSITION_RE.match(item)
+            m = _POSITION_RE.fullmatch(item)
             if m is None:
                 raise InvalidRequest("malformed cursor")
-            found[int(m[1])] = Position(m[2], int(m[3]))
-        if sorted(found) != list(range(partitions)):
+            ms, sub, seq = int(m[3]), int(m[4]), int(m[5])
+            # The largest id itself is out too: nothing can follow it, and Redis refuses it as
+            # the exclusive start of XRANGE.
+            if max(ms, sub) > _MAX_ID_PART or (ms, sub) == (_MAX_ID_PART, _MAX_ID_PART) or seq > _MAX_SEQ:
+                raise InvalidRequest("the cursor is out of range")
+            if int(m[1]) != len(positions):
+                raise InvalidRequest("the cursor does not match this deployment's partitions")
+            positions.append(Position(m[2], seq))
+        if len(positions) != partitions:
             raise InvalidRequest("the cursor does not match this deployment's partitions")
-        return cls(tuple(found[p] for p in range(partitions)))
+        return cls(tuple(positions))
 
 
 def _text(value: Any) -> str:

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .clients import Client, ClientRegistry
 from .config import Settings
+from .fanout import Fanout
 from .introspection import Introspector
 from .keys import KeyRing
 from .metrics import Metrics
@@ -26,6 +27,7 @@ REVOCATIONS = web.AppKey("revocations", Revocations)
 INTROSPECTOR = web.AppKey("introspector", Introspector)
 REVOKER = web.AppKey("revoker", Revoker)
 RATELIMITER = web.AppKey("ratelimiter", RateLimiter)
+FANOUT = web.AppKey("fanout", Fanout)
 
 CLIENT = web.RequestKey("client", Client)
 CLAIMS = web.RequestKey("claims", AccessClaims)

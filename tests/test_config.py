@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from service.config import Settings
 from service.errors import ConfigError
+from service.keys import generate, to_pem
 
 
 def test_defaults_are_embedded_on_loopback() -> None:
@@ -129,6 +131,27 @@ def test_embedded_store_refused_off_loopback_at_start() -> None:
     )
     assert proc.returncode == 2
     assert "TOKENWARD_REDIS_URL" in proc.stderr and "loopback" in proc.stderr
+
+
+def test_real_keys_refused_with_the_dev_client_at_start(tmp_path: Path) -> None:
+    """Embedded mode with a keys directory but no clients file would sign real keys for dev/dev-secret."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    (keys / "prod-1.pem").write_bytes(to_pem(generate("ES256")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "service", "serve"],
+        env={"TOKENWARD_KEYS_DIR": str(keys), "PATH": "/usr/bin"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "TOKENWARD_KEYS_DIR" in proc.stderr and "TOKENWARD_CLIENTS_FILE" in proc.stderr
+    # With a clients file the same keys are fine: the dev client is never created then.
+    (tmp_path / "clients.toml").write_text("")
+    ok = Settings.from_env({"TOKENWARD_KEYS_DIR": str(keys), "TOKENWARD_CLIENTS_FILE": str(tmp_path / "clients.toml")})
+    assert ok.embedded and ok.keys_dir == keys
 
 
 def test_redis_url_is_never_printed() -> None:

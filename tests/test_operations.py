@@ -254,10 +254,10 @@ async def test_a_revocation_is_fenced_by_the_sentinels_newest_configuration(
     store = open_store(configured)
     try:
         primary = sentinel_group.master()
-        await store._check_still_primary(("127.0.0.1", primary.port))
+        await store._check_still_primary(store.client.connection_pool, ("127.0.0.1", primary.port))
         for replica in sentinel_group.replicas:
             with pytest.raises(StoreUnavailable, match="primary changed"):
-                await store._check_still_primary(("127.0.0.1", replica.port))
+                await store._check_still_primary(store.client.connection_pool, ("127.0.0.1", replica.port))
         # And through the revoking path: the pinned connection is the one the sentinels name.
         revocations = Revocations(store, configured)
         assert await revocations.revoke_sid(new_id(0), "test") > 0

@@ -6,22 +6,27 @@ from aiohttp import web
 
 from .. import logs, state
 from ..clients import Client
-from ..errors import ClientAuthError, InvalidRequest, InvalidToken
+from ..errors import ClientAuthError, InvalidToken
 from ..tokens import AccessClaims
-from .parsing import bearer
+from . import limits
+from .parsing import authorization, bearer
 
 
-def _authorization(request: web.Request) -> str | None:
-    """The one Authorization header; two would leave it to chance which one counts."""
-    values = request.headers.getall("Authorization", [])
-    if len(values) > 1:
-        raise InvalidRequest("more than one Authorization header")
-    return values[0] if values else None
+async def client(request: web.Request, scope: str) -> Client:
+    """The authenticated client, which must hold ``scope``.
 
-
-def client(request: web.Request, scope: str) -> Client:
-    """The authenticated client, which must hold ``scope``."""
-    found = request.app[state.CLIENTS].authenticate(_authorization(request))
+    Every endpoint that takes client credentials comes here, so every one meets the
+    failed-authentication budget of the caller's address (``limits.authenticated``): a
+    failure is charged, a success only checked in memory. The OAuth token and revocation
+    endpoints, where credentials are optional, charge it with their other limits instead
+    (``attempt`` and ``limits.oauth``).
+    """
+    try:
+        found = request.app[state.CLIENTS].authenticate(authorization(request))
+    except ClientAuthError as exc:
+        await limits.authenticated(request, failure=exc)
+        raise
+    await limits.authenticated(request, failure=None)
     logs.set_caller("client", found.id)
     found.require(scope)
     request[state.CLIENT] = found
@@ -34,7 +39,7 @@ def attempt(request: web.Request) -> tuple[Client | None, ClientAuthError | None
     ``(client, None)`` when the credentials are good, ``(None, error)`` when an Authorization
     header was sent but fails, ``(None, None)`` when there is none (a public client).
     """
-    header = _authorization(request)
+    header = authorization(request)
     if header is None:
         return None, None
     try:

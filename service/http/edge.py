@@ -29,7 +29,7 @@ from typing import Final
 from aiohttp import web
 
 from .. import errors
-from . import cors, observe
+from . import cors, gateway, observe
 from .errors import answer_exception, answer_http_exception
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -45,9 +45,7 @@ def query_credentials(request: web.Request) -> web.Response | None:
     """Refuse a request carrying a credential in its query string, before anything reads it."""
     if request.query_string and QUERY_CREDENTIALS.intersection(request.query):
         if request.path == "/v1/authz" or request.path.startswith("/v1/authz/"):
-            # Gateways turn anything but 2xx/401/403 from forward-auth into a 500.
-            challenge = 'Bearer realm="tokenward", error="invalid_request"'
-            return web.Response(status=401, headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"})
+            return gateway.invalid_request()
         raise errors.InvalidRequest("credentials are not accepted in the query string")
     return None
 

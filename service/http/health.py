@@ -46,7 +46,7 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics (Prometheus text; a client with scope ``metrics``)."""
     from . import auth
 
-    auth.client(request, "metrics")
+    await auth.client(request, "metrics")
     return web.Response(
         body=request.app[state.METRICS].render(),
         headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"},

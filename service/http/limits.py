@@ -4,9 +4,11 @@
 authenticated client, refreshes also per refresh-token family (never revocations: a flood on
 a family must not block its logout), and, when a request carries client credentials, the failed
 authentications of its address (charged when they fail, checked when they pass, so a
-throttled address learns nothing about a guess). ``/oauth/introspect``: only failed
-authentications; gateways call it at their own traffic's rate, and a limit there would turn
-a busy gateway's users away, so a caller with good credentials never touches Redis for it.
+throttled address learns nothing about a guess). Every other endpoint that takes client
+credentials (introspection, login, admin, events, ``/metrics``): only failed authentications,
+charged in one place, ``auth.client``; gateways call introspection at their own traffic's
+rate, and a limit there would turn a busy gateway's users away, so a caller with good
+credentials never touches Redis for it.
 ``/v1/authz`` never: gateways turn a 429 from forward-auth into a 500.
 """
 
@@ -52,7 +54,7 @@ async def oauth(
 
 
 async def authenticated(request: web.Request, *, failure: ClientAuthError | None) -> None:
-    """Introspection: charge a failed authentication, or check (in memory) a good one's address."""
+    """Charge a failed client authentication, or check (in memory) a good one's address (``auth.client``)."""
     settings = request.app[state.SETTINGS]
     address = _address(request) if settings.ratelimit else None
     if address is None:

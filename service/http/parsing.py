@@ -141,9 +141,22 @@ def scope(value: str) -> str:
     return " ".join(dict.fromkeys(words))
 
 
+def authorization(request: web.Request) -> str | None:
+    """The one Authorization header, if any; InvalidRequest for two or more.
+
+    One rule for every scheme: with two headers, which one counts would be left to the
+    order a client or a proxy happened to write them in (a valid Bearer first and garbage
+    second was allowed, the other order refused).
+    """
+    values = request.headers.getall("Authorization", [])
+    if len(values) > 1:
+        raise InvalidRequest("more than one Authorization header")
+    return values[0] if values else None
+
+
 def bearer(request: web.Request) -> str | None:
-    """The token of an ``Authorization: Bearer`` header, if any."""
-    header = request.headers.get("Authorization", "")
+    """The token of an ``Authorization: Bearer`` header, if any; InvalidRequest for two headers."""
+    header = authorization(request) or ""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None

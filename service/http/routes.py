@@ -29,8 +29,10 @@ def setup_routes(app: web.Application) -> None:
         web.get("/v1/me/sessions", sessions.my_sessions),
         web.delete("/v1/me/sessions", sessions.end_my_sessions),
         web.delete("/v1/me/sessions/{sid}", sessions.end_my_session),
-        web.get("/v1/users/{sub}/sessions", sessions.user_sessions),
-        web.delete("/v1/users/{sub}/sessions", sessions.end_user_sessions),
+        # Any segment, "{" and "}" included (aiohttp's default excludes them); "/" and "%"
+        # arrive percent-encoded and match_info gives them back decoded.
+        web.get("/v1/users/{sub:[^/]+}/sessions", sessions.user_sessions),
+        web.delete("/v1/users/{sub:[^/]+}/sessions", sessions.end_user_sessions),
         web.delete("/v1/sessions/{sid}", sessions.end_session),
     ]
     app.router.add_routes([_behind_edge(route) for route in table])

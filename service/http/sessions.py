@@ -10,6 +10,7 @@ from aiohttp import web
 
 from .. import state
 from ..errors import InvalidRequest
+from ..sdk.identity import UnsafeSub, check_sub
 from ..sessions import Device
 from ..tokens import RESERVED_CLAIMS
 from . import auth, cookies, parsing
@@ -28,6 +29,17 @@ def _sub(value: str) -> str:
     if not value or len(value) > 255 or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise InvalidRequest("sub must be 1-255 printable characters")
     return value
+
+
+def _login_sub(value: str) -> str:
+    """A new session's sub must be a safe identifier (``sdk.identity``: one rule, SDK and service).
+
+    The older, wider rule (``_sub``) still addresses sessions opened before this one applied.
+    """
+    try:
+        return check_sub(value)
+    except UnsafeSub as exc:
+        raise InvalidRequest(exc.reason) from None
 
 
 def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
@@ -69,10 +81,10 @@ def _device(data: dict[str, Any]) -> Device:
 
 async def create(request: web.Request) -> web.Response:
     """POST /v1/sessions (scope sessions:write): log a user in."""
-    client = auth.client(request, "sessions:write")
+    client = await auth.client(request, "sessions:write")
     settings = request.app[state.SETTINGS]
     data = await parsing.json_object(request, settings.max_body_bytes)
-    sub = _sub(parsing.string(data, "sub", required=True, max_len=255))
+    sub = _login_sub(parsing.string(data, "sub", required=True, max_len=255))
     delivery = parsing.string(data, "delivery", max_len=16) or "body"
     if delivery not in ("body", "cookie"):
         raise InvalidRequest("delivery must be body or cookie")
@@ -119,7 +131,7 @@ async def end_my_sessions(request: web.Request) -> web.Response:
 
 async def user_sessions(request: web.Request) -> web.Response:
     """GET /v1/users/{sub}/sessions (scope admin)."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     sub = _sub(request.match_info["sub"])
     rows = await request.app[state.SESSIONS].list(sub)
     return _json({"sessions": [r.as_dict() for r in rows]})
@@ -127,14 +139,14 @@ async def user_sessions(request: web.Request) -> web.Response:
 
 async def end_session(request: web.Request) -> web.Response:
     """DELETE /v1/sessions/{sid} (scope admin)."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     await request.app[state.SESSIONS].end(request.match_info["sid"], reason="admin")
     return web.Response(status=204)
 
 
 async def end_user_sessions(request: web.Request) -> web.Response:
     """DELETE /v1/users/{sub}/sessions (scope admin): log out everywhere, e.g. after a password change."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     sub = _sub(request.match_info["sub"])
     ended = await request.app[state.SESSIONS].end_all(sub, reason="admin_logout_all")
     return _json({"ended": ended})
@@ -142,7 +154,7 @@ async def end_user_sessions(request: web.Request) -> web.Response:
 
 async def revocations(request: web.Request) -> web.Response:
     """POST /v1/revocations (scope admin): ``{jti, exp} | {sid} | {sub}`` with a ``reason`` kept for audit."""
-    auth.client(request, "admin")
+    await auth.client(request, "admin")
     data = await parsing.json_object(request, request.app[state.SETTINGS].max_body_bytes)
     kinds = [k for k in ("jti", "sid", "sub") if k in data]
     if len(kinds) != 1:

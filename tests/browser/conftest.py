@@ -39,6 +39,18 @@ class Stack:
         return self.resource.url
 
 
+def demo_app_env(tokenward_url: str, redis_url: str) -> dict[str, str]:
+    """The example resource server's settings: the demo's login backend signs in as client ``login``."""
+    return {
+        "TOKENWARD_URL": tokenward_url,
+        "REDIS_URL": redis_url,
+        "ISSUER": "https://tokenward.test",
+        "AUDIENCE": "api.test",
+        "DEMO_CLIENT_ID": "login",
+        "DEMO_CLIENT_SECRET": CLIENT_SECRETS["login"][0],
+    }
+
+
 @pytest.fixture(scope="session")
 def stack(keyring: KeyRing) -> Iterator[Stack]:
     """One stack for the browser tests; each test signs in a user of its own device(s)."""
@@ -54,14 +66,7 @@ def stack(keyring: KeyRing) -> Iterator[Stack]:
     }
     tokenward = ServiceProcess(env).start()
     resource = ResourceServerProcess(
-        {
-            "TOKENWARD_URL": tokenward.url,
-            "REDIS_URL": redis.url,
-            "ISSUER": "https://tokenward.test",
-            "AUDIENCE": "api.test",
-            "DEMO_CLIENT_ID": "login",
-            "DEMO_CLIENT_SECRET": CLIENT_SECRETS["login"][0],
-        },
+        demo_app_env(tokenward.url, redis.url),
         port=app_port,
     )
     try:

@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from service.keys import KeyRing
+from service.sdk.identity import decode_header, is_safe_sub
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import Nginx, ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, free_port
@@ -136,3 +137,33 @@ async def test_redis_down_gives_503_then_recovers(stack: Stack) -> None:
         while (await through_gateway(http, stack, s["access_token"])).status != 200:
             assert time.monotonic() < deadline, "no recovery after Redis returned"
             await asyncio.sleep(0.1)
+
+
+# Subs that reach the upstream alike unless the header carries them exactly: nginx (and most
+# proxies) trim the spaces around a header value, and pass C1 and raw UTF-8 bytes as they come.
+LOOKALIKE_SUBS = ["admin-user", " admin-user ", "admin-user\u0085", "admin%2Duser", "admin user", "é", "e\u0301", "ü/ö"]
+
+
+async def test_two_subs_never_reach_the_upstream_as_one(stack: Stack) -> None:
+    """Login refuses what is not a safe identifier; every sub it accepts reaches the upstream
+    percent-encoded, decodes to exactly itself, and differs from every other sub's header."""
+    arrived: dict[str, str] = {}
+    async with aiohttp.ClientSession() as http:
+        for sub in LOOKALIKE_SUBS:
+            async with http.post(
+                f"{stack.service.url}/v1/sessions", json={"sub": sub, "scope": "read"}, headers=basic("login")
+            ) as resp:
+                if not is_safe_sub(sub):
+                    assert resp.status == 400, sub
+                    assert (await resp.json(content_type=None))["code"] == "invalid_request"
+                    continue
+                assert resp.status == 201, sub
+                token = (await resp.json())["access_token"]
+            assert (await through_gateway(http, stack, token)).status == 200
+            header = stack.seen[-1]["X-Auth-Request-User"]
+            assert header.isascii() and " " not in header
+            assert decode_header(header) == sub
+            arrived[sub] = header
+    assert set(arrived) == {s for s in LOOKALIKE_SUBS if is_safe_sub(s)}
+    assert len(set(arrived.values())) == len(arrived), arrived
+    assert arrived["admin-user"] == "admin-user", "an ordinary identifier is its own header form"

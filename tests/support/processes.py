@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from service.clients import hash_secret
@@ -114,10 +116,18 @@ def find_nginx() -> str:
 class Nginx:
     """nginx running a file of deploy/nginx/ (tokenward.conf unless told), pointed at loopback ports.
 
-    The upstream (resource server, login backend) is ``upstream_url``; TLS lines are dropped.
+    The upstream (resource server, login backend) is ``upstream_url``. TLS lines are dropped,
+    unless ``tls`` (certificate and key files) is given: then the server listens with TLS and
+    HTTP/2, as browsers reach a real deployment (HTTP/2 needs TLS in every browser).
     """
 
-    def __init__(self, tokenward_url: str, upstream_url: str, conf: str = "tokenward.conf") -> None:
+    def __init__(
+        self,
+        tokenward_url: str,
+        upstream_url: str,
+        conf: str = "tokenward.conf",
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="tw-nginx-"))
         snippet = (ROOT / "deploy" / "nginx" / conf).read_text()
@@ -125,8 +135,14 @@ class Nginx:
         snippet = snippet.replace("http://resource-server:8081", upstream_url)
         snippet = snippet.replace("http://login-backend:8000", upstream_url)
         snippet = snippet.replace("listen 8080;", f"listen 127.0.0.1:{self.port};")
-        snippet = snippet.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.port};")
-        snippet = "\n".join(line for line in snippet.splitlines() if not line.strip().startswith("ssl_certificate"))
+        if tls is None:
+            snippet = snippet.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.port};")
+            snippet = "\n".join(line for line in snippet.splitlines() if not line.strip().startswith("ssl_certificate"))
+        else:
+            # nginx 1.22 (Debian 12) spells HTTP/2 as a listen parameter.
+            snippet = snippet.replace("listen 443 ssl;", f"listen 127.0.0.1:{self.port} ssl http2;")
+            snippet = re.sub(r"ssl_certificate\s+\S+;", f"ssl_certificate {tls[0]};", snippet)
+            snippet = re.sub(r"ssl_certificate_key\s+\S+;", f"ssl_certificate_key {tls[1]};", snippet)
         d = self.dir
         (d / "nginx.conf").write_text(
             f"worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n"
@@ -135,11 +151,12 @@ class Nginx:
             f" fastcgi_temp_path {d}/fastcgi;\n uwsgi_temp_path {d}/uwsgi;\n scgi_temp_path {d}/scgi;\n"
             f"{snippet}\n}}\n"
         )
+        self.scheme = "http" if tls is None else "https"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> Nginx:
         self.proc = subprocess.Popen(
@@ -165,6 +182,23 @@ class Nginx:
                 self.proc.stderr.close()
             self.proc = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def service_on_own_redis(
+    directory: Path, ring: KeyRing, clients: dict[str, tuple[str, set[str]]], env: dict[str, str]
+) -> Iterator[ServiceProcess]:
+    """A started service process (config in ``directory``, ``env`` on top) on a Redis of its own."""
+    from tests.support.redis_servers import RedisServer
+
+    redis = RedisServer().start()
+    service = ServiceProcess({**write_config(directory, ring, clients), "TOKENWARD_REDIS_URL": redis.url, **env})
+    try:
+        service.start()
+        yield service
+    finally:
+        service.stop()
+        redis.close()
 
 
 @contextlib.contextmanager
