@@ -30,7 +30,9 @@ def serve(settings: Settings) -> int:
     app = create_app(settings)
     if settings.embedded:
         logging.getLogger("tokenward").warning(
-            "embedded mode: development client %r with secret %r has every scope", *DEV_CLIENT
+            # Its secret is in the README, never in a log a deployment may ship somewhere.
+            "embedded mode: development client %r has every scope (its secret: README, Quick start)",
+            DEV_CLIENT[0],
         )
     protocol.serve(
         app,

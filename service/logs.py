@@ -65,7 +65,8 @@ _SECRET_RE: Final = re.compile(
     r"|(\b__(?:secure|host)-[A-Za-z0-9_.-]*=)[^;,\s'\"]+"
     # name=value and "name": "value" credentials.
     r"|(\b(?:" + _NAMES + r")\s*=\s*)[^&;,\s'\"]+"
-    r"|(\b(?:" + _NAMES + r")[\"']?\s*:\s*[\"']?)[^\"',}\s]+"
+    # Not after "/": "on POST /oauth/token: ConnectionError" names a path, not a credential.
+    r"|((?<!/)\b(?:" + _NAMES + r")[\"']?\s*:\s*[\"']?)[^\"',}\s]+"
     # Refresh tokens and JWTs anywhere, by their prefixes: whole tokens and any truncation of one.
     r"|()(?-i:(?<![A-Za-z0-9])twr_[A-Za-z0-9_.~+/=%-]*)"
     r"|()(?-i:(?<![A-Za-z0-9])eyJ[A-Za-z0-9_=%-]*(?:\.[A-Za-z0-9_=%-]*)*))"

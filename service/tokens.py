@@ -49,6 +49,9 @@ RESERVED_CLAIMS: Final = frozenset(
         "auth_time",
         "acr",
         "amr",
+        # RFC 8693 delegation: a resource server would read them as "acting for" someone.
+        "act",
+        "may_act",
     }
 )
 # Verified tokens remembered per process: ~2 kB each, so at most ~20 MB.

@@ -57,6 +57,8 @@ TEXTS = [
     f"client_id=login&client_secret={CLIENT_SECRET}",
     f"token={REFRESH[:25]}",
     f"password={CLIENT_SECRET}",
+    f"token: {CLIENT_SECRET}",
+    f"while refreshing token:{CLIENT_SECRET}",
     f'{{"refresh_token": "{REFRESH}", "access_token":"{JWT}"}}',
     f"{{'client_secret': '{CLIENT_SECRET}'}}",
     f"redis: EVALSHA abc 1 tw:0:s:x {REFRESH}",
@@ -74,6 +76,9 @@ def test_redact_removes_every_secret_whole_or_in_part(text: str) -> None:
 
 def test_redact_keeps_ordinary_text() -> None:
     for text in ("request", "client:login", "POST /oauth/token 400", "tokens issued: 3", "cookie mode on", "keyJar"):
+        assert redact(text) == text
+    # A path ending in a credential's name, then the exception class (the store-outage warning).
+    for text in ("store unavailable on POST /oauth/token: ConnectionError", "on /oauth/token:TimeoutError"):
         assert redact(text) == text
 
 

@@ -46,8 +46,12 @@ def _allow(headers: MutableMapping[str, str], origin: str) -> None:
 
 
 def allowed_origin(request: web.Request) -> str | None:
-    """The request's Origin when it is on the list (only call where ``applies``)."""
-    origin = request.headers.get("Origin")
+    """The request's Origin when it is on the list (only call where ``applies``).
+
+    Two ``Origin`` headers are no origin at all: which one a browser or a proxy meant is
+    unknown, so the answer carries no CORS headers."""
+    origins = request.headers.getall("Origin", [])
+    origin = origins[0] if len(origins) == 1 else None
     return origin if origin is not None and origin in request.app[state.SETTINGS].cookie_origins else None
 
 

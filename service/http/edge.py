@@ -42,10 +42,12 @@ QUERY_CREDENTIALS: Final = frozenset(
 
 
 def query_credentials(request: web.Request) -> web.Response | None:
-    """Refuse a request carrying a credential in its query string, before anything reads it."""
-    if request.query_string and QUERY_CREDENTIALS.intersection(request.query):
+    """Refuse a request carrying a credential in its query string, before anything reads it.
+
+    Names compared case-insensitively: ``?ACCESS_TOKEN=`` is as much a credential in a log line."""
+    if request.query_string and any(name.lower() in QUERY_CREDENTIALS for name in request.query):
         if request.path == "/v1/authz" or request.path.startswith("/v1/authz/"):
-            return gateway.invalid_request()
+            return gateway.invalid_request(request)
         raise errors.InvalidRequest("credentials are not accepted in the query string")
     return None
 

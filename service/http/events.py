@@ -21,7 +21,7 @@ from ..errors import CursorExpired, InvalidRequest
 from ..events import Cursor, EventLog
 from ..fanout import SlowReader, unseen
 from ..sdk.events import WIRE_VERSION, Event
-from . import auth, observe
+from . import auth, observe, parsing
 from .errors import answer_exception
 
 #: Seconds between SSE heartbeat comments when nothing happens (proxies drop idle streams).
@@ -46,11 +46,12 @@ async def revocations(request: web.Request) -> web.Response:
     await auth.client(request, "events")
     log = _log(request)
     # Checked with or without since: a bad parameter is refused, never silently ignored.
-    raw_limit = request.query.get("limit", "1000")
+    raw_limit = parsing.query(request, "limit")
+    raw_limit = "1000" if raw_limit is None else raw_limit
     # isascii: str.isdigit is true of "²", which int() refuses.
     if not (raw_limit.isascii() and raw_limit.isdigit()) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    since = request.query.get("since")
+    since = parsing.query(request, "since")
     if since is None:
         entries, cursor, boot = await log.snapshot()
         return _json({"v": WIRE_VERSION, "cursor": cursor.encode(), "deny": entries, "boot": boot})
@@ -74,11 +75,14 @@ async def events(request: web.Request) -> web.StreamResponse:
     """GET /v1/revocations/events (scope events): the SSE feed; resumes from Last-Event-ID."""
     await auth.client(request, "events")
     log = _log(request)
-    raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    raw = request.headers.get("Last-Event-ID") or parsing.query(request, "since")
     cursor = Cursor.parse(raw, log.partitions) if raw else await log.position()
-    resp = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
+    headers = {"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":
+        # aiohttp drops the body of a Response to HEAD, not what a StreamResponse writes: the
+        # stream went out and held the connection, and a request pipelined behind it waited forever.
+        return web.Response(headers=headers)
+    resp = web.StreamResponse(headers=headers)
     observe.tag(request, resp.headers)
     # The process's one reader of the streams (``fanout.py``), whatever the number of streams.
     # Subscribed before the catch-up below reads Redis, so no event falls between the two;
@@ -116,7 +120,8 @@ async def events(request: web.Request) -> web.StreamResponse:
                 await resp.write(b": heartbeat\n\n")
                 beat = time.monotonic()
     except CursorExpired as exc:
-        detail = orjson.dumps({"reason": f"{exc}; reload the snapshot"})
+        # The exception's text already says to reload the snapshot.
+        detail = orjson.dumps({"reason": str(exc)})
         await resp.write(b"event: reset\ndata: " + detail + b"\n\n")
     except ConnectionResetError:
         # The client went away mid-write: nothing left to say.

@@ -16,9 +16,10 @@ import orjson
 from aiohttp import web
 
 from .. import logs, state
-from ..errors import InsufficientScope, InvalidRequest, InvalidToken
+from ..errors import InvalidRequest, InvalidToken
 from ..sdk.identity import encode_header
 from . import auth, parsing
+from .errors import ErrorShape, error_response
 
 INACTIVE: Final = b'{"active":false}'
 _NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -37,27 +38,38 @@ async def introspect(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json", headers=_NO_STORE)
 
 
+#: Fixed texts: a forward-auth answer may be shown to the end user by a gateway, so it never
+#: echoes a byte of the request (a scope of ``<script>`` came back in a text/plain 403).
+_WITHOUT_CREDENTIAL: Final = "a Bearer access token is required"
+_REFUSED_CREDENTIAL: Final = "the access token is invalid, expired or revoked"
+_UNREADABLE: Final = "the request is malformed"
+_SCOPE_MISSING: Final = "the access token lacks a scope this call needs"
+
+
 async def authz(request: web.Request) -> web.Response:
     """Forward-auth: 200 with identity headers, or 401/403 with a Bearer challenge."""
     try:
+        # Two Authorization headers, a repeated or malformed ?scope=: refused as everywhere,
+        # in forward-auth's own shape.
         token = parsing.bearer(request)
+        raw_scope = parsing.query(request, "scope")
+        required = parsing.scope(raw_scope) if raw_scope else ""
     except InvalidRequest:
-        # Two Authorization headers: refused as everywhere, in forward-auth's own shape.
-        return invalid_request()
+        return invalid_request(request)
     if token is None:
-        return _deny(401, 'Bearer realm="tokenward"')
+        return _deny(request, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward"'), _WITHOUT_CREDENTIAL)
     try:
         claims = await request.app[state.INTROSPECTOR].access(token)
     except InvalidToken:
-        return _deny(401, 'Bearer realm="tokenward", error="invalid_token"')
+        challenge = 'Bearer realm="tokenward", error="invalid_token"'
+        return _deny(request, ErrorShape(401, "invalid_token", challenge), _REFUSED_CREDENTIAL)
     logs.set_caller("user", claims.sub)
-    required = parsing.scope(request.query["scope"]) if request.query.get("scope") else ""
     if required:
         granted = set(claims.scope.split())
-        missing = [s for s in required.split() if s not in granted]
-        if missing:
+        if any(s not in granted for s in required.split()):
+            # ``required`` passed parsing.scope: the RFC 6749 alphabet (no quote, no backslash), bounded.
             challenge = f'Bearer realm="tokenward", error="insufficient_scope", scope="{required}"'
-            return _deny(403, challenge, InsufficientScope(" ".join(missing)).detail)
+            return _deny(request, ErrorShape(403, "insufficient_scope", challenge), _SCOPE_MISSING)
     return web.Response(
         status=200,
         headers={
@@ -71,13 +83,13 @@ async def authz(request: web.Request) -> web.Response:
     )
 
 
-def invalid_request() -> web.Response:
+def invalid_request(request: web.Request) -> web.Response:
     """Forward-auth's answer to a request it cannot read (RFC 6750 §3.1 ``invalid_request``):
     a 401 challenge, since gateways turn anything but 2xx/401/403 into a 500."""
-    return _deny(401, 'Bearer realm="tokenward", error="invalid_request"')
+    challenge = 'Bearer realm="tokenward", error="invalid_request"'
+    return _deny(request, ErrorShape(401, "invalid_request", challenge), _UNREADABLE)
 
 
-def _deny(status: int, challenge: str, detail: str = "") -> web.Response:
-    return web.Response(
-        status=status, text=detail, headers={"WWW-Authenticate": challenge, "Cache-Control": "no-store"}
-    )
+def _deny(request: web.Request, shape: ErrorShape, detail: str) -> web.Response:
+    """A refusal as a problem document (the README's promise outside ``/oauth/``) with the challenge."""
+    return error_response(request, shape, detail)

@@ -2,7 +2,8 @@
 
 The request id is the caller's ``X-Request-Id`` when it is well formed (1-64 letters,
 digits, ``-`` or ``_``: no ``.``, so neither an access token nor a refresh token can pass
-as one and end up in the logs), else 16 random hex digits; every answer echoes it.
+as one and end up in the logs) and the log would show it as it is (not ``twr_...`` or
+``eyJ...``), else 16 random hex digits; every answer echoes it.
 
 The access line names the route template, never the raw path (a path or query may carry
 anything a client puts there), the status, the duration, the caller (client id or token
@@ -41,7 +42,9 @@ _CONTEXT_ONLY: Final = frozenset({"request_id", "caller"})
 def request_id(request: web.Request) -> str:
     """The caller's well-formed X-Request-Id, or a new random one."""
     incoming = request.headers.get("X-Request-Id")
-    if incoming is not None and REQUEST_ID_RE.fullmatch(incoming):
+    # One the log would redact (``twr_...``, ``eyJ...``) is replaced too: the id echoed must
+    # be the id the log shows, or nobody can match an answer to its log lines.
+    if incoming is not None and REQUEST_ID_RE.fullmatch(incoming) and logs.redact(incoming) == incoming:
         return incoming
     return os.urandom(8).hex()
 

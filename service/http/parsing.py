@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import orjson
@@ -63,7 +63,8 @@ def _codings(request: web.Request) -> list[str]:
     return [coding for line in request.headers.getall("Content-Encoding", ()) for coding in line.split(",")]
 
 
-def _printable(value: str) -> bool:
+def printable(value: str) -> bool:
+    """True when ``value`` holds no control character (C0, DEL)."""
     return not any(ord(c) < 0x20 or ord(c) == 0x7F for c in value)
 
 
@@ -83,7 +84,7 @@ async def form(request: web.Request, limit: int) -> dict[str, str]:
         raise InvalidRequest("the body is not valid UTF-8 form data") from None
     out: dict[str, str] = {}
     for name, value in pairs:
-        if not (_printable(name) and _printable(value)):
+        if not (printable(name) and printable(value)):
             raise InvalidRequest("a parameter contains control characters")
         if name in out:
             raise InvalidRequest(f"parameter {name!r} is repeated")
@@ -119,7 +120,7 @@ def string(data: Mapping[str, Any], name: str, *, required: bool = False, max_le
         raise InvalidRequest(f"{name} must be a string")
     if len(value) > max_len:
         raise InvalidRequest(f"{name} is longer than {max_len} characters")
-    if not _printable(value):
+    if not printable(value):
         raise InvalidRequest(f"{name} contains control characters")
     return value
 
@@ -132,8 +133,25 @@ def boolean(data: Mapping[str, Any], name: str) -> bool:
     return value
 
 
+#: The longest scope list accepted: far above any real one, and a bound on what a challenge carries.
+MAX_SCOPE_CHARS: Final = 1024
+
+
+def query(request: web.Request, name: str) -> str | None:
+    """The query parameter ``name``, or None; InvalidRequest when it is repeated.
+
+    With ``?scope=read&scope=admin`` the first one counted and the second was ignored: which
+    value a proxy, a log reader and the service each take must never differ."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidRequest(f"parameter {name!r} is repeated")
+    return values[0] if values else None
+
+
 def scope(value: str) -> str:
     """A space-separated scope list in the RFC 6749 §3.3 alphabet, normalised."""
+    if len(value) > MAX_SCOPE_CHARS:
+        raise InvalidRequest(f"scope is longer than {MAX_SCOPE_CHARS} characters")
     words = value.split(" ")
     for word in words:
         if not word or any(not (c == "\x21" or "\x23" <= c <= "\x5b" or "\x5d" <= c <= "\x7e") for c in word):

@@ -138,6 +138,16 @@ def header_block_size(request: web.BaseRequest) -> int:
     return sum(len(name) + len(value) + 4 for name, value in request.raw_headers)
 
 
+def plain_framing(request: web.BaseRequest) -> bool:
+    """False when ``Transfer-Encoding`` names a coding besides one ``chunked``.
+
+    llhttp refuses a list that does not end in ``chunked`` but takes ``gzip, chunked`` and
+    de-chunks it, the gzip coding silently ignored: the body a handler read was not the body
+    the client framed (RFC 9112 §6.1: a coding the server does not understand is refused)."""
+    codings = [c.strip().lower() for line in request.headers.getall("Transfer-Encoding", ()) for c in line.split(",")]
+    return not codings or codings == ["chunked"]
+
+
 class Protocol(web.RequestHandler):
     """aiohttp's connection handler, with our answer to what its parser refuses."""
 
@@ -203,6 +213,8 @@ def guarded(handler: Handler, metrics: Metrics | None) -> Handler:
         if header_block_size(request) > LIMITS.block:
             detail = f"the header block is larger than {LIMITS.block} bytes"
             return refused(_HEADERS_TOO_LARGE, "HeaderBlockTooLarge", detail)
+        if not plain_framing(request):
+            return refused(_BAD_REQUEST, "TransferCodingRefused", "the only transfer coding accepted is chunked")
         try:
             return await handler(request)
         except web.HTTPException as exc:

@@ -48,6 +48,8 @@ def _claims(data: dict[str, Any]) -> dict[str, Any] | None:
         return None
     if not isinstance(claims, dict):
         raise InvalidRequest("claims must be a JSON object")
+    if any(not name or not parsing.printable(name) for name in claims):
+        raise InvalidRequest("a claim name is empty or holds a control character")
     reserved = sorted(RESERVED_CLAIMS & claims.keys())
     if reserved:
         raise InvalidRequest(f"claims may not set reserved names: {', '.join(reserved)}")
@@ -121,7 +123,8 @@ async def end_my_session(request: web.Request) -> web.Response:
 async def end_my_sessions(request: web.Request) -> web.Response:
     """DELETE /v1/me/sessions[?keep_current=true]: log out everywhere (or the other devices)."""
     claims = await auth.user(request)
-    keep = request.query.get("keep_current", "false").lower()
+    keep = parsing.query(request, "keep_current")
+    keep = "false" if keep is None else keep.lower()
     if keep not in ("true", "false", "1", "0"):
         raise InvalidRequest("keep_current must be true or false")
     keep_sid = claims.sid if keep in ("true", "1") else ""

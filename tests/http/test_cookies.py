@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from aiohttp import ClientSession, DummyCookieJar, web
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from service.app import create_app
 from service.clients import ClientRegistry
@@ -351,6 +352,17 @@ class TestCors:
         assert me.status == 200 and me.headers["Access-Control-Allow-Origin"] == APP
         other = await cc.get("/v1/me/sessions", headers={**bearer(body["access_token"]), "Origin": OTHER})
         assert "Access-Control-Allow-Origin" not in other.headers and "Origin" in other.headers["Vary"]
+
+    async def test_two_origin_headers_get_no_cors(self, cc: Client) -> None:
+        """Two Origin headers, the allowed one first, are no origin: a refused preflight and
+        answers without CORS headers (the 403 carried the first one's Allow-Origin)."""
+        pre = await cc.options(
+            "/oauth/token",
+            headers=CIMultiDict([("Origin", APP), ("Origin", OTHER), ("Access-Control-Request-Method", "POST")]),
+        )
+        assert pre.status == 403 and "Access-Control-Allow-Origin" not in pre.headers
+        refresh = await cc.post("/oauth/token", data={}, headers=CIMultiDict([("Origin", APP), ("Origin", APP)]))
+        assert refresh.status == 400 and not [h for h in refresh.headers if h.lower().startswith("access-control-")]
 
     async def test_server_to_server_endpoints_get_no_cors(self, cc: Client) -> None:
         resp = await cc.post("/v1/sessions", json={"sub": "alice"}, headers={**basic("login"), "Origin": APP})

@@ -198,6 +198,10 @@ def chunked(target: str, chunks: bytes) -> Any:
     return lambda s: head("POST", target, ctype, "Transfer-Encoding: chunked", f"X-Marker: {MARKER}") + chunks
 
 
+def one_chunk(body: bytes) -> bytes:
+    return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+
+
 def refresh_form(s: Stack) -> bytes:
     return f"grant_type=refresh_token&refresh_token={s.refresh}".encode()
 
@@ -310,6 +314,22 @@ CASES = [
         "Transfer-Encoding chunked twice",
         lambda s: head("POST", "/oauth/token", "Transfer-Encoding: chunked, chunked", f"X-M: {MARKER}") + b"0\r\n\r\n",
         400,
+    ),
+    # A coding besides chunked was de-chunked and ignored: the refresh went through (red team F7).
+    *(
+        Case(
+            f"Transfer-Encoding {te!r} around a refresh",
+            lambda s, te=te: (
+                head("POST", "/oauth/token", *te, "Content-Type: application/x-www-form-urlencoded")
+                + one_chunk(refresh_form(s))
+            ),
+            400,
+        )
+        for te in (
+            ("Transfer-Encoding: gzip, chunked",),
+            ("Transfer-Encoding: identity, chunked",),
+            ("Transfer-Encoding: gzip", "Transfer-Encoding: chunked"),
+        )
     ),
     Case("bad chunk size", lambda s: chunked("/oauth/token", b"zz\r\n" + refresh_form(s) + b"\r\n0\r\n\r\n")(s), 400),
     Case(

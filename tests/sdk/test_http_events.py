@@ -144,4 +144,6 @@ class TestSSE:
         resp = await client.get("/v1/revocations/events", headers={**basic("admin"), "Last-Event-ID": cursor})
         frames = await read_frames(resp, 2)
         assert [f["event"] for f in frames] == ["ready", "reset"]
+        # Said once: the reason used to read "...; reload the snapshot; reload the snapshot".
+        assert orjson.loads(frames[1]["data"])["reason"].count("reload the snapshot") == 1
         resp.close()
