@@ -705,6 +705,32 @@ async def test_out_of_memory_fails_writes_loudly(
         await r.aclose()
 
 
+async def test_a_primary_without_its_replicas_refuses_writes_with_503(
+    make_client: AppFactory, bare_redis: RedisServer
+) -> None:
+    """min-replicas-to-write (docs/consistency.md): a primary that lost its replicas answers
+    NOREPLICAS to every write, scripts included; the service answers 503, not 500, and the
+    refused script wrote nothing. Reads keep answering."""
+    client = await make_client(redis_url=Secret(bare_redis.url))
+    r = aioredis.Redis.from_url(bare_redis.url)
+    try:
+        s = await login(client, "alone")
+        await r.config_set("min-replicas-max-lag", 2)
+        await r.config_set("min-replicas-to-write", 1)
+        keys_before = await r.dbsize()
+        resp = await client.post("/v1/sessions", json={"sub": "alone2"}, headers=basic("login"))
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+        status, body = await refresh(client, s["refresh_token"])
+        assert status == 503 and body["error"] == "temporarily_unavailable"
+        assert (await client.post("/oauth/revoke", data={"token": s["refresh_token"]})).status == 503
+        assert await r.dbsize() == keys_before
+        assert (await client.get("/v1/authz", headers=bearer(s["access_token"]))).status == 200
+        await r.config_set("min-replicas-to-write", 0)
+        assert (await client.post("/oauth/revoke", data={"token": s["refresh_token"]})).status == 200
+    finally:
+        await r.aclose()
+
+
 async def test_redis_refuses_a_writing_script_before_it_runs(bare_redis: RedisServer) -> None:
     """The premise of all-or-nothing under OOM, checked on this Redis: the first write of a script
     is refused, and a script that wrote once runs to its end."""

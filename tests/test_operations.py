@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import statistics
 import subprocess
 import sys
@@ -14,7 +15,12 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.config import Secret, Settings
+from service.errors import StoreUnavailable
 from service.keys import KeyRing
+from service.revocation import Revocations
+from service.store import open_store
+from service.tokens import new_id
 from tests.conftest import CLIENT_SECRETS, basic
 from tests.support.processes import ROOT, ServiceProcess, write_config
 from tests.support.redis_servers import RedisServer, SentinelGroup
@@ -64,6 +70,40 @@ class TestSelfCheck:
         finally:
             server.close()
 
+    @pytest.mark.parametrize("wait_replicas", ["0", "1"])
+    def test_a_replicated_primary_that_writes_alone_is_flagged(
+        self, config_env: dict[str, str], wait_replicas: str
+    ) -> None:
+        """Without min-replicas-to-write a primary cut off by a failover keeps acknowledging
+        writes it will lose: a warning, a refusal when WAIT promises revocations survive."""
+        primary = RedisServer(appendonly=True).start()
+        replica = RedisServer("--replicaof", "127.0.0.1", str(primary.port), appendonly=True).start()
+        try:
+            wait_for_replicas(primary, 1)
+            env = {**config_env, "TOKENWARD_REDIS_URL": primary.url, "TOKENWARD_WAIT_REPLICAS": wait_replicas}
+            proc = run_cli(env, "check")
+            assert "min-replicas-to-write" in proc.stderr and "consistency.md" in proc.stderr
+            if wait_replicas == "1":
+                assert proc.returncode == 1 and "refusing this Redis" in proc.stderr
+            else:
+                assert proc.returncode == 0 and "warning:" in proc.stderr
+            with primary.client() as c:
+                c.config_set("min-replicas-to-write", 1)
+                c.config_set("min-replicas-max-lag", 2)
+            proc = run_cli(env, "check")
+            assert proc.returncode == 0 and "min-replicas" not in proc.stderr, proc.stderr
+        finally:
+            replica.close()
+            primary.close()
+
+    def test_a_primary_without_replicas_needs_no_min_replicas(self, config_env: dict[str, str]) -> None:
+        server = RedisServer(appendonly=True).start()
+        try:
+            proc = run_cli({**config_env, "TOKENWARD_REDIS_URL": server.url}, "check")
+            assert proc.returncode == 0 and "min-replicas" not in proc.stderr, proc.stderr
+        finally:
+            server.close()
+
     def test_unreachable_redis_is_a_clear_failure(self, config_env: dict[str, str]) -> None:
         proc = run_cli({**config_env, "TOKENWARD_REDIS_URL": "redis://127.0.0.1:1/0"}, "check")
         assert proc.returncode == 1 and "cannot reach Redis" in proc.stderr
@@ -108,6 +148,17 @@ async def test_sigterm_drains_in_flight_requests(config_env: dict[str, str]) -> 
     finally:
         service.stop()
         server.close()
+
+
+def wait_for_replicas(primary: RedisServer, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        with primary.client() as c:
+            info = c.info("replication")
+        if sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values()) >= count:
+            return
+        assert time.monotonic() < deadline, f"replicas not online: {info}"
+        time.sleep(0.05)
 
 
 @pytest.fixture(name="sentinel_group")
@@ -191,3 +242,24 @@ async def test_sentinel_failover_loses_no_acknowledged_revocation(
                     assert await resp.read() == b'{"active":false}', "an acknowledged revocation was lost"
     finally:
         service.stop()
+
+
+async def test_a_revocation_is_fenced_by_the_sentinels_newest_configuration(
+    sentinel_group: SentinelGroup, settings: Settings
+) -> None:
+    """After WAIT, the server a revocation was written to must be the primary the sentinels'
+    newest configuration names; a confirmed write on any other server (a primary left behind
+    by a failover, still confirmed by a replica about to be moved) answers 503."""
+    configured = dataclasses.replace(settings, redis_url=Secret(sentinel_group.url), wait_replicas=1)
+    store = open_store(configured)
+    try:
+        primary = sentinel_group.master()
+        await store._check_still_primary(store.client.connection_pool, ("127.0.0.1", primary.port))
+        for replica in sentinel_group.replicas:
+            with pytest.raises(StoreUnavailable, match="primary changed"):
+                await store._check_still_primary(store.client.connection_pool, ("127.0.0.1", replica.port))
+        # And through the revoking path: the pinned connection is the one the sentinels name.
+        revocations = Revocations(store, configured)
+        assert await revocations.revoke_sid(new_id(0), "test") > 0
+    finally:
+        await store.aclose()

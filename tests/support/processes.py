@@ -37,11 +37,12 @@ def write_config(directory: Path, ring: KeyRing, clients: dict[str, tuple[str, s
 
 
 def start_until_healthy(
-    command: list[str], env: dict[str, str], log: Path, url: str, timeout: float
+    command: list[str], env: dict[str, str], log: Path, url: str, timeout: float, cwd: Path = ROOT
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` from the repository root, logging to ``log``; return once ``url``/healthz answers 200."""
+    """Start ``command`` from ``cwd`` (the repository root), logging to ``log``; return once
+    ``url``/healthz answers 200."""
     with log.open("ab") as out:
-        proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=out, stderr=out)
+        proc = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=out)
     deadline = time.monotonic() + timeout
     while True:
         if proc.poll() is not None:
@@ -62,8 +63,10 @@ def start_until_healthy(
 class ServiceProcess:
     """One ``tokenward serve`` process."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(self, env: dict[str, str], port: int | None = None, root: Path = ROOT) -> None:
         self.port = port or free_port()
+        # Another checkout's service code (``git archive`` of an older commit) to compare against.
+        self.root = root
         self.env = {
             **os.environ,
             "TOKENWARD_HOST": "127.0.0.1",
@@ -84,7 +87,7 @@ class ServiceProcess:
 
     def start(self, timeout: float = 20.0) -> ServiceProcess:
         command = [sys.executable, "-m", "service", "serve"]
-        self.proc = start_until_healthy(command, self.env, self.log, self.url, timeout)
+        self.proc = start_until_healthy(command, self.env, self.log, self.url, timeout, self.root)
         return self
 
     def terminate(self) -> int:

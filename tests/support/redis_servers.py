@@ -12,6 +12,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Self
 
@@ -49,6 +50,16 @@ def free_port() -> int:
             port = int(s.getsockname()[1])
         if port != 6379 and port <= 55535:
             return port
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, failure: str) -> float:
+    """Seconds until ``condition()`` holds (polled every 0.1 s); ``failure`` after ``timeout``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise RuntimeError(f"{failure} within {timeout}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
 
 
 class RedisServer:
@@ -217,6 +228,96 @@ class RedisCluster:
             node.close()
 
 
+class ReplicatedCluster:
+    """A Redis Cluster of three primaries with ``replicas`` replicas each, every node with
+    ``data_args``: the Cluster counterpart of :class:`SentinelGroup` for the split-brain harness
+    (a primary that stops answering for ``node_timeout`` ms is failed over by its replica)."""
+
+    def __init__(self, replicas: int = 2, data_args: tuple[str, ...] = (), node_timeout: int = 1000) -> None:
+        cluster_args = (
+            *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+            *("--cluster-node-timeout", str(node_timeout), "--cluster-require-full-coverage", "yes"),
+        )
+        self.per_primary = replicas
+        self.nodes = [RedisServer(*cluster_args, *data_args, appendonly=True) for _ in range(3 * (1 + replicas))]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return self.nodes
+
+    def start(self) -> ReplicatedCluster:
+        for node in self.nodes:
+            node.start()
+        primaries, replicas = self.nodes[:3], self.nodes[3:]
+        per = 16384 // 3
+        for i, node in enumerate(primaries):
+            last = 16383 if i == 2 else (i + 1) * per - 1
+            with node.client() as c:
+                c.execute_command("CLUSTER", "ADDSLOTS", *range(i * per, last + 1))
+        with self.nodes[0].client() as c:
+            for other in self.nodes[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port)
+        ids = []
+        for node in primaries:
+            with node.client() as c:
+                ids.append(c.execute_command("CLUSTER", "MYID").decode())
+        for i, node in enumerate(replicas):
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    with node.client() as c:
+                        c.execute_command("CLUSTER", "REPLICATE", ids[i % 3])
+                    break
+                except redis.ResponseError:  # the replica has not learnt of the primary yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+        self.wait_settled(30)
+        return self
+
+    def master(self) -> RedisServer:
+        """The primary that serves slot 0 now."""
+        for node in self.nodes:
+            if node.proc is None:
+                continue
+            with contextlib.suppress(redis.RedisError, OSError), node.client() as c:
+                for start, _end, owner, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                    if int(start) == 0:
+                        port = int(owner[1])
+                        return next(n for n in self.nodes if n.port == port)
+        raise RuntimeError("no node knows who serves slot 0")
+
+    def settled(self) -> bool:
+        """Every live node says cluster_state:ok, and three primaries each have ``per_primary``
+        replicas online."""
+        full = 0
+        try:
+            for node in self.nodes:
+                if node.proc is None:
+                    return False
+                with node.client() as c:
+                    if "cluster_state:ok" not in c.execute_command("CLUSTER", "INFO").decode():
+                        return False
+                    info = c.info("replication")
+                online = sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+                full += info.get("role") == "master" and online == self.per_primary
+        except (redis.RedisError, OSError):
+            return False
+        return full == 3
+
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Seconds until :meth:`settled`; raises after ``timeout``."""
+        return wait_until(self.settled, timeout, "the cluster did not settle")
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
 class SentinelServer(RedisServer):
     """One redis-sentinel process watching ``master`` under the name ``mymaster``."""
 
@@ -236,12 +337,19 @@ class SentinelServer(RedisServer):
         return [self.binary, str(self.conf), "--sentinel"]
 
 
+# What docs/consistency.md recommends for a replicated primary with TOKENWARD_REDIS_TIMEOUT=1:
+# a primary that lost its replicas stops acknowledging writes within two seconds.
+BOUNDED_SPLIT = ("--appendfsync", "everysec", "--min-replicas-to-write", "1", "--min-replicas-max-lag", "2")
+
+
 class SentinelGroup:
     """A primary, two replicas and three sentinels: after a failover one replica is left to
     confirm writes (WAIT), as production needs."""
 
-    def __init__(self) -> None:
-        self.primary = RedisServer(appendonly=True)
+    def __init__(self, data_args: tuple[str, ...] = BOUNDED_SPLIT) -> None:
+        # ``data_args`` go to every data node (the primary and both replicas, which may be promoted).
+        self.data_args = data_args
+        self.primary = RedisServer(*data_args, appendonly=True)
         self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
 
@@ -257,7 +365,9 @@ class SentinelGroup:
     def start(self) -> SentinelGroup:
         self.primary.start()
         for _ in range(2):
-            replica = RedisServer("--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True).start()
+            replica = RedisServer(
+                *self.data_args, "--replicaof", "127.0.0.1", str(self.primary.port), appendonly=True
+            ).start()
             self.replicas.append(replica)
         deadline = time.monotonic() + 10
         while True:
@@ -284,6 +394,31 @@ class SentinelGroup:
         with self.sentinels[0].client() as c:
             _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
         return next(s for s in self.servers if s.port == int(port))
+
+    def settled(self) -> bool:
+        """Every sentinel names the same live primary, and it has both replicas online."""
+        try:
+            named = set()
+            for sentinel in self.sentinels:
+                with sentinel.client() as c:
+                    _, port = c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", "mymaster")
+                named.add(int(port))
+            if len(named) != 1:
+                return False
+            port = named.pop()
+            master = next(s for s in self.servers if s.port == port)
+            if master.proc is None:
+                return False
+            with master.client() as c:
+                info = c.info("replication")
+            online = sum(isinstance(v, dict) and v.get("state") == "online" for v in info.values())
+            return bool(info.get("role") == "master" and online == 2)
+        except (redis.RedisError, OSError, StopIteration):
+            return False
+
+    def wait_settled(self, timeout: float = 60.0) -> float:
+        """Seconds until :meth:`settled`; raises after ``timeout``."""
+        return wait_until(self.settled, timeout, "the Sentinel group did not settle")
 
     def close(self) -> None:
         for s in [*self.sentinels, *self.replicas, self.primary]:
