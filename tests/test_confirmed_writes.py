@@ -33,8 +33,10 @@ def _pair() -> Iterator[tuple[RedisServer, RedisServer]]:
     deadline = time.monotonic() + 10
     while True:
         with primary.client() as c:
-            # Online, not merely connected: a replica still syncing acknowledges nothing.
-            if "online" in str(c.info("replication").get("slave0", "")):
+            # Acknowledging, not merely connected or "online": just after its first sync a
+            # replica can leave a WAIT unanswered for up to its next second.
+            c.set("tw:probe", 1)
+            if int(c.execute_command("WAIT", 1, 200)) == 1:
                 break
         assert time.monotonic() < deadline, "the replica did not sync"
         time.sleep(0.05)
