@@ -31,7 +31,7 @@ def serve(settings: Settings) -> int:
     if settings.embedded:
         logging.getLogger("tokenward").warning(
             # Its secret is in the README, never in a log a deployment may ship somewhere.
-            "embedded mode: development client %r has every scope (its secret: README, Quick start)",
+            "embedded mode: development client %r has every scope (the README's Quick start names its password)",
             DEV_CLIENT[0],
         )
     protocol.serve(

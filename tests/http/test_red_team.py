@@ -213,6 +213,7 @@ def test_embedded_start_up_never_logs_the_dev_secret() -> None:
         service.stop()
     log = service.log.read_text()
     assert "development client 'dev'" in log and "dev-secret" not in log, log[-2000:]
+    assert "Quick start names its password" in log and "[redacted]" not in log, "said plainly, not redacted"
 
 
 # F1: the exact cursors the red team sent, each way a stream takes one. Already 400 on this
