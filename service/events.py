@@ -176,6 +176,11 @@ class EventLog:
                 pipe.xrange(stream_key(p), min=f"({pos.xid}", max="+", count=limit)
                 pipe.get(seq_key(p))
                 entries, raw_counter = await pipe.execute()
+            if raw_counter is None and pos.seq > 0:
+                # The counter lives as long as the stream: the log this cursor points into is gone,
+                # wiped (the boot marker changed: only the snapshot brings it) or quiet past its
+                # retention (a reload then costs one snapshot and misses nothing).
+                raise CursorExpired(f"partition {p}: the event log after seq {pos.seq} is gone; reload the snapshot")
             batch = self._continuous(p, pos, entries)
             if len(entries) >= limit:
                 more = True

@@ -73,6 +73,9 @@ HANDLER_ARGS: Final = {
     "auto_decompress": False,
 }
 
+#: The HTTP versions a request line may name (RFC 9112 framing).
+SPOKEN_VERSIONS: Final = frozenset({(1, 0), (1, 1)})
+
 _URI_TOO_LONG: Final = ErrorShape(414, "invalid_request")
 _HEADERS_TOO_LARGE: Final = ErrorShape(431, "invalid_request")
 _BAD_REQUEST: Final = ErrorShape(400, "invalid_request")
@@ -213,6 +216,9 @@ def guarded(handler: Handler, metrics: Metrics | None) -> Handler:
         if header_block_size(request) > LIMITS.block:
             detail = f"the header block is larger than {LIMITS.block} bytes"
             return refused(_HEADERS_TOO_LARGE, "HeaderBlockTooLarge", detail)
+        if request.version not in SPOKEN_VERSIONS:
+            # llhttp takes any digit.digit: an "HTTP/2.0" request line was answered as HTTP/1.
+            return refused(_BAD_REQUEST, "UnsupportedVersion", "only HTTP/1.0 and HTTP/1.1 are spoken here")
         if not plain_framing(request):
             return refused(_BAD_REQUEST, "TransferCodingRefused", "the only transfer coding accepted is chunked")
         try:

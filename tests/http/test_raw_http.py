@@ -395,6 +395,9 @@ CASES = [
         "oauth",
     ),
     Case("bad version", lambda s: head("GET", f"/healthz?{MARKER}", version="HTTP/9.9"), 400),
+    # llhttp parses any single-digit version; HTTP/2 and HTTP/0.9 are not spoken over this framing.
+    Case("HTTP/2.0 in an HTTP/1 request line", lambda s: head("GET", f"/healthz?{MARKER}", version="HTTP/2.0"), 400),
+    Case("HTTP/0.9 version", lambda s: head("GET", f"/healthz?{MARKER}", version="HTTP/0.9"), 400),
     Case("garbage version", lambda s: head("GET", f"/healthz?{MARKER}", version=f"HTTX/1.1{s.refresh}"), 400),
     Case("invalid method token", lambda s: head("G@T", f"/healthz?{MARKER}"), 400),
     Case("method unknown to the parser", lambda s: head("BREW", f"/v1/me/sessions?{MARKER}"), 400),

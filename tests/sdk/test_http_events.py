@@ -110,6 +110,22 @@ class TestSnapshot:
         assert resp.status == 410 and (await resp.json())["code"] == "reset"
 
 
+    async def test_a_wipe_answers_410_at_once_not_after_the_next_revocation(
+        self, client: TestClient[Any, Any], node_clients: list[aioredis.Redis]
+    ) -> None:
+        """After a wipe the follower must reload (the snapshot brings the new boot marker) before any
+        new revocation: red team pass 2 saw 200 and no events until one was written."""
+        await revoke(client, "w", 2)
+        cursor = (await (await client.get("/v1/revocations", headers=basic("admin"))).json())["cursor"]
+        for node in node_clients:
+            await node.flushall()
+        resp = await client.get("/v1/revocations", params={"since": cursor}, headers=basic("admin"))
+        assert resp.status == 410 and (await resp.json())["code"] == "reset"
+        fresh = (await (await client.get("/v1/revocations", headers=basic("admin"))).json())["cursor"]
+        resp = await client.get("/v1/revocations", params={"since": fresh}, headers=basic("admin"))
+        assert resp.status == 200, "a cursor of the new log is fine"
+
+
 class TestSSE:
     async def test_resume_with_last_event_id_misses_nothing(self, client: TestClient[Any, Any]) -> None:
         """Connect, read some, disconnect, revoke more, reconnect with the last id: exactly the rest."""
