@@ -58,5 +58,7 @@ async def test_acknowledged_revocations_hold_through_a_cluster_failover(keyring:
     )  # fmt: skip
     assert_invariants(report)
     assert report.faults[0].failover, "the stopped primary's replica took over its slots"
+    # None: no revocation was refused at all (each user's partition is on one of three primaries,
+    # and in a short run none may have been revoked on the stopped one while it was away).
     back = report.faults[0].revocations_back_after
-    assert back is not None and back < 10
+    assert back is None or back < 10, back
