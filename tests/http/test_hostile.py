@@ -30,7 +30,7 @@ from service.config import Rate, Secret
 from service.keys import KeyRing
 from tests.conftest import CLIENT_SECRETS, AppFactory, basic
 from tests.factories import bearer, login, refresh
-from tests.support.processes import ServiceProcess, write_config
+from tests.support.processes import ServiceProcess, service_on_own_redis
 from tests.support.redis_servers import RedisServer
 
 FORM = b"Content-Type: application/x-www-form-urlencoded\r\n"
@@ -458,15 +458,10 @@ CLIENT_TIMEOUT = 1.5
 
 @pytest.fixture(name="slow_service", scope="module")
 def _slow_service(tmp_path_factory: pytest.TempPathFactory, keyring: KeyRing) -> Iterator[ServiceProcess]:
-    redis = RedisServer().start()
-    env = write_config(Path(tmp_path_factory.mktemp("hostile")), keyring, CLIENT_SECRETS)
-    service = ServiceProcess({**env, "TOKENWARD_REDIS_URL": redis.url, "TOKENWARD_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)})
-    try:
-        service.start()
+    directory = Path(tmp_path_factory.mktemp("hostile"))
+    env = {"TOKENWARD_CLIENT_TIMEOUT": str(CLIENT_TIMEOUT)}
+    with service_on_own_redis(directory, keyring, CLIENT_SECRETS, env) as service:
         yield service
-    finally:
-        service.stop()
-        redis.close()
 
 
 HEAD = b"POST /oauth/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
