@@ -80,7 +80,6 @@ class Revocations:
         seq = int(
             await self.store.run_confirmed(
                 self.store.scripts.revoke,
-                p,
                 keys=[deny_key, self.keys.seq(p), self.keys.stream(p)],
                 args=[now, kind, ident, 0, until_ms, reason[:200], retention, EVENTS_CHANNEL, p],
             )

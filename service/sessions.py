@@ -410,7 +410,6 @@ class Sessions:
         k = self.keys
         ended = await self.store.run_confirmed(
             self.store.scripts.end_session,
-            p,
             keys=[k.session(p, sid), k.user_index(p, sub), k.deny_sid(p, sid), k.seq(p), k.stream(p)],
             args=[now, sid, mode, check, deny_until, reason, retention, channel, p],
         )
@@ -435,7 +434,6 @@ class Sessions:
             ended = int(
                 await self.store.run_confirmed(
                     self.store.scripts.end_user_sessions,
-                    p,
                     keys=keys,
                     args=[
                         now,

@@ -328,16 +328,16 @@ class Store:
             seq = self.keys.seq(partition)
             await self._confirmed(lambda pipe: pipe.execute_command("PEXPIRE", seq, self._retention_ms), seq)
 
-    async def run_confirmed(self, script: AsyncScript, partition: int, keys: list[str], args: list[Any]) -> Any:
+    async def run_confirmed(self, script: AsyncScript, keys: list[str], args: list[Any]) -> Any:
         """Run a script that revokes; with TOKENWARD_WAIT_REPLICAS, answer only once replicas hold its write.
 
         The script and its WAIT go in one pipeline, so on one connection to one server:
         the WAIT covers exactly this write (see ``confirm`` for why a WAIT elsewhere does
         not), and a failover in between breaks the connection instead of confirming another
         server's state. A script that wrote nothing is confirmed too, which costs a replica
-        round trip and guarantees a retry never meets a silent no-op.
+        round trip and guarantees a retry never meets a silent no-op. On a cluster the WAIT
+        goes to the primary of the slot of the script's first key (all its keys share it).
         """
-        del partition  # the script's first key names the slot, on a cluster too
         if self._wait_replicas <= 0:
             return await script(keys=keys, args=args)
         for attempt in (1, 2):

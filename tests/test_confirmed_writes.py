@@ -112,7 +112,7 @@ async def test_a_primary_without_the_scripts_still_confirms(store: Store) -> Non
     args = [now, "jti", "00" + "c" * 16, 0, now + 60_000, "t", 60_000, "tw:events", 0]
     await store.client.script_flush()
     seq = await store.run_confirmed(
-        store.scripts.revoke, 0, keys=[deny, store.keys.seq(0), store.keys.stream(0)], args=args
+        store.scripts.revoke, keys=[deny, store.keys.seq(0), store.keys.stream(0)], args=args
     )
     assert int(seq) > 0
     assert await store.client.exists(deny) == 1

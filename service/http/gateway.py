@@ -57,19 +57,20 @@ async def authz(request: web.Request) -> web.Response:
     except InvalidRequest:
         return invalid_request(request)
     if token is None:
-        return _deny(request, ErrorShape(401, "invalid_token", 'Bearer realm="tokenward"'), _WITHOUT_CREDENTIAL)
+        challenge = 'Bearer realm="tokenward"'
+        return error_response(request, ErrorShape(401, "invalid_token", challenge), _WITHOUT_CREDENTIAL)
     try:
         claims = await request.app[state.INTROSPECTOR].access(token)
     except InvalidToken:
         challenge = 'Bearer realm="tokenward", error="invalid_token"'
-        return _deny(request, ErrorShape(401, "invalid_token", challenge), _REFUSED_CREDENTIAL)
+        return error_response(request, ErrorShape(401, "invalid_token", challenge), _REFUSED_CREDENTIAL)
     logs.set_caller("user", claims.sub)
     if required:
         granted = set(claims.scope.split())
         if any(s not in granted for s in required.split()):
             # ``required`` passed parsing.scope: the RFC 6749 alphabet (no quote, no backslash), bounded.
             challenge = f'Bearer realm="tokenward", error="insufficient_scope", scope="{required}"'
-            return _deny(request, ErrorShape(403, "insufficient_scope", challenge), _SCOPE_MISSING)
+            return error_response(request, ErrorShape(403, "insufficient_scope", challenge), _SCOPE_MISSING)
     return web.Response(
         status=200,
         headers={
@@ -87,9 +88,4 @@ def invalid_request(request: web.Request) -> web.Response:
     """Forward-auth's answer to a request it cannot read (RFC 6750 §3.1 ``invalid_request``):
     a 401 challenge, since gateways turn anything but 2xx/401/403 into a 500."""
     challenge = 'Bearer realm="tokenward", error="invalid_request"'
-    return _deny(request, ErrorShape(401, "invalid_request", challenge), _UNREADABLE)
-
-
-def _deny(request: web.Request, shape: ErrorShape, detail: str) -> web.Response:
-    """A refusal as a problem document (the README's promise outside ``/oauth/``) with the challenge."""
-    return error_response(request, shape, detail)
+    return error_response(request, ErrorShape(401, "invalid_request", challenge), _UNREADABLE)

@@ -109,7 +109,6 @@ class TestSnapshot:
         resp = await client.get("/v1/revocations", params={"since": body["cursor"]}, headers=basic("admin"))
         assert resp.status == 410 and (await resp.json())["code"] == "reset"
 
-
     async def test_a_wipe_answers_410_at_once_not_after_the_next_revocation(
         self, client: TestClient[Any, Any], node_clients: list[aioredis.Redis]
     ) -> None:
