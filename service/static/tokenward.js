@@ -98,15 +98,25 @@ class ChannelLock {
     this.claiming = null; // our claim while we wait
     this.heldUntil = 0; // another tab holds the lock until then (its lease)
     this.beaten = false;
+    this.rival = null; // the latest claim another tab made while we were neither claiming nor holding
     this.wake = new EventTarget();
+  }
+
+  /** Whether ``other`` (a claim) comes before ``mine``: the earlier time, then the smaller id. */
+  static first(other, mine) {
+    return other.at < mine.at || (other.at === mine.at && other.id < mine.id);
   }
 
   onMessage(msg) {
     if (msg.t === "lock-claim") {
       if (this.holding) {
         this.channel.postMessage({ t: "lock-held", id: this.holding, until: Date.now() + ChannelLock.LEASE });
-      } else if (this.claiming && (msg.at < this.claiming.at || (msg.at === this.claiming.at && msg.id < this.claiming.id))) {
-        this.beaten = true;
+      } else if (this.claiming) {
+        if (ChannelLock.first(msg, this.claiming)) this.beaten = true;
+      } else {
+        // Kept: a claim that reached us just before we claimed ourselves still wins, though its
+        // "held" comes only after its own wait, which may end after ours.
+        this.rival = { at: msg.at, id: msg.id, seen: Date.now() };
       }
     } else if (msg.t === "lock-held") {
       this.heldUntil = Math.max(this.heldUntil, msg.until);
@@ -125,7 +135,10 @@ class ChannelLock {
         continue;
       }
       this.claiming = { id: randomId(), at: Date.now() };
-      this.beaten = false;
+      const rival = this.rival;
+      this.beaten = Boolean(
+        rival && Date.now() - rival.seen < 2 * ChannelLock.CLAIM_WAIT && ChannelLock.first(rival, this.claiming),
+      );
       this.channel.postMessage({ t: "lock-claim", ...this.claiming });
       await sleep(ChannelLock.CLAIM_WAIT);
       const won = !this.beaten;
